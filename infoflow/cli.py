@@ -1,0 +1,100 @@
+"""Command line: ``infoflow predict`` (the two-step estimate of Sec. 5.3).
+
+Bad input gets one line naming the field and what is allowed, exit code 2, no traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from .predict import PREDICT_TARGETS, predict as _predict
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="InfoFlow: predict, before training, whether a Transformer approximates a target efficiently.")
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def parse_int_list(text: str, field: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip() != ""]
+    except ValueError:
+        fail(f"--{field} must be comma-separated positive integers like 4,4, got {text!r}")
+    if not values:
+        fail(f"--{field} must list at least one positive integer, got {text!r}")
+    return values
+
+
+@app.command()
+def predict(
+    target: Optional[str] = typer.Option(None, help=f"one of: {', '.join(PREDICT_TARGETS)}"),
+    T: int = typer.Option(64, "--T", help="sequence length"),
+    heads: str = typer.Option("4,4", help="heads per layer, e.g. 4,4"),
+    layers: Optional[int] = typer.Option(None, help="number of layers (default: length of --heads)"),
+    D: Optional[int] = typer.Option(None, "--D", help="D of intrinsic-dimension / d-retrieval"),
+    embed: Optional[str] = typer.Option(None, help="embedding dim E per layer (one value or one per layer; default 60)"),
+    pe: bool = typer.Option(False, "--pe", help="the model has positional encoding"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    list_targets: bool = typer.Option(False, "--list", help="list the targets and exit"),
+):
+    """Two-step estimate (Sec. 5.3) for a target and a Transformer architecture."""
+    if list_targets:
+        for name in PREDICT_TARGETS:
+            typer.echo(name)
+        return
+    if target is None:
+        fail(f"--target is required; allowed: {', '.join(PREDICT_TARGETS)}")
+    if target not in PREDICT_TARGETS:
+        fail(f"--target {target!r} is unknown; allowed: {', '.join(PREDICT_TARGETS)}")
+    if T < 1:
+        fail(f"--T must be a positive integer, got {T}")
+    h = parse_int_list(heads, "heads")
+    if any(x < 1 for x in h):
+        fail(f"--heads must be positive integers, got {heads!r}")
+    if layers is not None:
+        if layers < 1:
+            fail(f"--layers must be a positive integer, got {layers}")
+        if len(h) != layers:
+            fail(f"--heads lists {len(h)} layer(s) but --layers is {layers}; give one head count per layer")
+    e = None
+    if embed is not None:
+        e = parse_int_list(embed, "embed")
+        if any(x < 1 for x in e):
+            fail(f"--embed must be positive integers, got {embed!r}")
+        if len(e) == 1:
+            e = e * len(h)
+        elif len(e) != len(h):
+            fail(f"--embed gives {len(e)} values for {len(h)} layers; give one value or one per layer")
+    params = {}
+    if target in ("intrinsic-dimension", "d-retrieval"):
+        params["D"] = D if D is not None else (2 if target == "intrinsic-dimension" else 4)
+        if params["D"] < 1:
+            fail(f"--D must be a positive integer, got {params['D']}")
+        if params["D"] > T:
+            fail(f"--D must be at most --T ({T}), got {params['D']}")
+    elif D is not None:
+        fail(f"--D applies only to intrinsic-dimension and d-retrieval, not {target}")
+    try:
+        result = _predict(target, T, h, embed=e, pe=pe, **params)
+    except ValueError as err:
+        fail(str(err))
+    typer.echo(json.dumps(result.to_dict()) if as_json else result.report())
+
+
+@app.callback()
+def _root():
+    """InfoFlow book tools."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Figures for citing: every figure saved as PDF, SVG and PNG with the CSV of its data and a
+caption that says what was run (profile, seeds, device), under a stable name in ``book/figures/``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.rcParams["svg.hashsalt"] = "infoflow-book"   # stable SVG ids, so files diff cleanly
+matplotlib.rcParams["svg.fonttype"] = "none"
+
+FIGURE_DIR = Path(os.environ.get("INFOFLOW_FIGURE_DIR", Path(__file__).resolve().parent.parent / "book" / "figures"))
+FORMATS = ("pdf", "svg", "png")
+
+__all__ = ["save_figure", "caption", "FIGURE_DIR", "plot_information_flow"]
+
+
+def caption(text: str, profile: str, seeds: Sequence[int] | str | None = None, device: str = "cpu") -> str:
+    """A caption that says what was run: ``text`` + profile, seeds, device."""
+    s = "none (no training)" if seeds is None else (seeds if isinstance(seeds, str) else ", ".join(map(str, seeds)))
+    return f"{text.rstrip('.')}. Profile: {profile}; seeds: {s}; device: {device}."
+
+
+def save_figure(fig, name: str, rows: Iterable[Mapping], caption_text: str, outdir: Path | str | None = None) -> dict:
+    """Save ``fig`` as ``name``.pdf/.svg/.png, its data ``rows`` as ``name``.csv and the caption as
+    ``name``.json. Returns the paths written. ``name`` must be a stable slug (letters, digits, - _)."""
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"name must be a slug of letters, digits, '-' and '_', got {name!r}")
+    rows = list(rows)
+    if not rows:
+        raise ValueError(f"rows: figure {name!r} needs the data it plots (at least one row)")
+    outdir = Path(outdir) if outdir is not None else FIGURE_DIR
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for fmt in FORMATS:
+        path = outdir / f"{name}.{fmt}"
+        meta = {"Creator": "infoflow-book"} if fmt in ("pdf", "svg") else {"Software": "infoflow-book"}
+        if fmt == "pdf":
+            meta["CreationDate"] = None
+        if fmt == "svg":
+            meta["Date"] = None
+        fig.savefig(path, bbox_inches="tight", dpi=150, metadata=meta)
+        paths[fmt] = str(path)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(outdir / f"{name}.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    paths["csv"] = str(outdir / f"{name}.csv")
+    with open(outdir / f"{name}.json", "w") as fh:
+        json.dump({"name": name, "caption": caption_text, "files": sorted(Path(p).name for p in paths.values())},
+                  fh, indent=1)
+    paths["json"] = str(outdir / f"{name}.json")
+    return paths
+
+
+def plot_information_flow(trace, ax=None, labels: Sequence[str] | None = None):
+    """Positions × layers diagram of a :class:`~infoflow.infosets.Trace`: each node lists I_t^(l);
+    arrows show the argmax retrievals (max-position heads) from layer l−1 to layer l."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 * (trace.T + 1) + 1, 1.5 * (trace.L + 1) + 0.5))
+    colors = plt.get_cmap("tab10")
+    for l in range(trace.L + 1):
+        for t in range(trace.T + 1):
+            s = trace.sets[l][t]
+            text = "{" + ",".join(map(str, sorted(s))) + "}" if s else "∅"
+            ax.text(t, l, text, ha="center", va="center", fontsize=9,
+                    bbox=dict(boxstyle="round", fc="#fde7c8" if t == 0 else "#e8eef8", ec="0.4"))
+    for l in range(1, trace.L + 1):
+        for t in range(trace.T + 1):
+            if l == trace.L and t != 0:
+                continue
+            for i, pick in enumerate(trace.picks[l - 1][t]):
+                if isinstance(pick, int) and pick != t:
+                    ax.annotate("", xy=(t, l - 0.22), xytext=(pick, l - 1 + 0.22),
+                                arrowprops=dict(arrowstyle="->", color=colors(i), lw=1.3,
+                                                connectionstyle="arc3,rad=0.12"))
+    ax.set_xticks(range(trace.T + 1))
+    ax.set_xticklabels(labels or ["CLS"] + [f"t={t}" for t in range(1, trace.T + 1)])
+    ax.set_yticks(range(trace.L + 1))
+    ax.set_yticklabels([f"layer {l}" for l in range(trace.L + 1)])
+    ax.set_xlim(-0.6, trace.T + 0.6)
+    ax.set_ylim(-0.5, trace.L + 0.5)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return ax

@@ -1,0 +1,249 @@
+"""The two-step estimate of Sec. 5.3 and the built-in constructions (Prop. 1, Thm 1, App. E).
+
+Step 1 (lower bound): the model's Number of Comparison (eq. 5) must reach the target's, compared
+to leading order in T (the paper's regime T ≫ L·h; SPEC §6). Step 2 (upper bound): an explicit
+InfoFlow model, i.e. a choice of update rule per head, that learns the target; its cost exponent
+(Sec. 5.2) is bounded in T unless it needs global aggregation (exponent d·T/E_l).
+
+Verdict (SPEC §6): ``efficient`` when step 1 holds and a construction without global aggregation
+learns the target; otherwise ``inefficient``, with the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .comparison import (asymptotically_at_least, comparison_profile, leading_term, model_noc,
+                         model_noc_poly)
+from .infosets import (GlobalAggregation, InfoFlowModel, MaxPosition, SpecificPosition,
+                       bilinear_score, learns, linear_score, self_score, token_score,
+                       within_key_score)
+from .targets import Target, make_target
+
+__all__ = ["Construction", "Prediction", "constructions_for", "predict", "PREDICT_TARGETS",
+           "DEFAULT_EMBED", "validate_architecture"]
+
+PREDICT_TARGETS = ("intrinsic-dimension", "triangle-center", "d-retrieval", "depth-separation",
+                   "first-three-sum")
+DEFAULT_EMBED = 60  # DEFAULT (SPEC §8, C.4: total E = 60); only scales the cost exponent
+
+
+@dataclass(frozen=True)
+class Construction:
+    """An explicit InfoFlow model for a (target, architecture), with where it comes from."""
+
+    name: str
+    model: InfoFlowModel
+    source: str
+
+
+def _pass_through(h: int) -> list:
+    return [MaxPosition(self_score()) for _ in range(h)]
+
+
+def _with_last(heads: Sequence[int], last: list, earlier: Optional[dict] = None) -> list:
+    """Layers where layer ``l`` (0-based) gets ``earlier[l]`` padded with pass-through heads, other
+    non-final layers pass through, and the last layer gets ``last`` padded likewise."""
+    earlier = earlier or {}
+    layers = []
+    for l, h in enumerate(heads):
+        rules = last if l == len(heads) - 1 else earlier.get(l, [])
+        layers.append(list(rules) + _pass_through(h - len(rules)))
+    return layers
+
+
+def _global_readout(heads, pe) -> Construction:
+    return Construction(
+        "global aggregation at the CLS (last layer)",
+        InfoFlowModel(_with_last(heads, [GlobalAggregation()]), positional_encoding=pe),
+        "Mechanism II (Yu et al. 2026, Thm 2.3): always learns, cost exponent d·T/E")
+
+
+def constructions_for(target: Target, heads: Sequence[int], pe: bool = False) -> list[Construction]:
+    """Built-in constructions that fit the architecture, best first; the last one is always the
+    global-aggregation readout, which learns every target at cost exponent d·T/E."""
+    L, out = len(heads), []
+    name = target.name
+    if name == "intrinsic-dimension":
+        D, A = target.D, target.A
+        first = next((l for l in range(L - 1) if heads[l] >= D), None)
+        if first is not None and heads[-1] >= D:
+            out.append(Construction(
+                f"Prop. 1 (App. B.1, eqs. 49–50): layer {first + 1} retrieves argmax_s x_tᵀA_i x_s, the CLS "
+                "retrieves the best pair of each A_i",
+                InfoFlowModel(_with_last(heads, [MaxPosition(within_key_score(a)) for a in A],
+                                         {first: [MaxPosition(bilinear_score(a)) for a in A]}), pe),
+                "App. B.1, eqs. 49–50"))
+    elif name == "depth-separation":
+        if L >= 2:
+            out.append(Construction(
+                "Thm 1 / App. E: layer 1 retrieves argmin_s x_tᵀx_s, the CLS retrieves the smallest pair",
+                InfoFlowModel(_with_last(heads, [MaxPosition(within_key_score(-np.eye(target.d)))],
+                                         {0: [MaxPosition(bilinear_score(-np.eye(target.d)))]}), pe),
+                "App. A.1 (second part) and App. E, eqs. 65–67"))
+    elif name == "d-retrieval":
+        a, D = target.a, target.D
+        if heads[-1] >= D:
+            out.append(Construction(
+                "one CLS head per direction a_i (Yu et al. 2026, Thm 2.2)",
+                InfoFlowModel(_with_last(heads, [MaxPosition(linear_score(ai)) for ai in a]), pe),
+                "Sec. 6 consistency check; Yu et al. 2026 Thm 2.2"))
+        if L >= 2:
+            first = max(range(L - 1), key=lambda l: heads[l])
+            k = min(heads[first], D)                       # directions retrieved by every token
+            rest = [MaxPosition(linear_score(ai)) for ai in a[k:]] or [MaxPosition(token_score())]
+            if len(rest) <= heads[-1]:
+                out.append(Construction(
+                    f"spread then read: at layer {first + 1} every token retrieves the argmax tokens of {k} "
+                    f"direction(s); the CLS retrieves the other {D - k} (or reads any token)",
+                    InfoFlowModel(_with_last(heads, rest, {first: [MaxPosition(linear_score(ai)) for ai in a[:k]]}), pe),
+                    "ours (beyond the paper); needs h_first + h_last ≥ D"))
+    elif name == "first-three-sum" and pe:
+        out.append(Construction(
+            "specific-position aggregation: the CLS reads positions 1, 2, 3",
+            InfoFlowModel(_with_last(heads, [SpecificPosition({0: (1, 2, 3)})]), positional_encoding=True),
+            "Mechanism III, App. C.3"))
+    out.append(_global_readout(heads, pe))
+    return out
+
+
+@dataclass
+class Prediction:
+    """The engine's report for one (target, architecture)."""
+
+    target: str
+    params: dict
+    T: int
+    heads: list
+    d: int
+    embed: list
+    target_dimension: int
+    target_noc: int              # lower bound, at this T
+    target_noc_upper: int
+    model_noc: int               # eq. 5 at this T
+    target_noc_leading: str
+    model_noc_leading: str
+    step1_ok: bool
+    construction: str
+    construction_source: str
+    learns_fraction: float
+    uses_global: bool
+    cost_exponent: float
+    efficient: bool
+    min_heads: Optional[int]
+    reason: str
+    labels: dict = field(default_factory=lambda: {
+        "noc": "RECONSTRUCTED (SPEC §6)", "cost law": "RECONSTRUCTED (SPEC §5)",
+        "embed": f"DEFAULT {DEFAULT_EMBED} unless given"})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def report(self) -> str:
+        head = f"{self.target} {self.params}  T={self.T}  heads={tuple(self.heads)}  E={tuple(self.embed)}  d={self.d}"
+        mh = "none (no fixed head count passes step 1)" if self.min_heads is None else str(self.min_heads)
+        lines = [
+            head,
+            f"  target NoC      {self.target_noc:>12,d}  (lower bound; upper {self.target_noc_upper:,d})"
+            f"  ~ {self.target_noc_leading}   [Dimension of Comparison {self.target_dimension}]",
+            f"  model NoC       {self.model_noc:>12,d}  (eq. 5)  ~ {self.model_noc_leading}",
+            f"  step 1          {'passes' if self.step1_ok else 'fails'} (leading order in T)",
+            f"  construction    {self.construction}",
+            f"                  [{self.construction_source}; covers A(X) on {self.learns_fraction:.0%} of random inputs]",
+            f"  cost exponent   {self.cost_exponent:.3g}  (max over updates of d·|I|/E; "
+            f"{'grows with T: global aggregation' if self.uses_global else 'bounded in T'})",
+            f"  verdict         {'EFFICIENT' if self.efficient else 'NOT EFFICIENT'}: {self.reason}",
+            f"  min first-layer heads (step 1): {mh}",
+        ]
+        return "\n".join(lines)
+
+
+def _fmt_leading(p) -> str:
+    deg, coef = leading_term(p)
+    c = f"{coef:.3g}"
+    return c if deg == 0 else f"{c}·T" + ("" if deg == 1 else f"^{deg}")
+
+
+def validate_architecture(T: int, heads: Sequence[int], embed: Sequence[int], d: int) -> None:
+    if not isinstance(T, (int, np.integer)) or T < 1:
+        raise ValueError(f"T must be a positive integer, got {T!r}")
+    if len(heads) == 0:
+        raise ValueError("heads must list at least one layer, e.g. 4,4")
+    for l, h in enumerate(heads, 1):
+        if not isinstance(h, (int, np.integer)) or h < 1:
+            raise ValueError(f"heads: layer {l} must have a positive head count, got {h!r}")
+    if len(embed) != len(heads):
+        raise ValueError(f"embed must give one E per layer ({len(heads)}), got {len(embed)}")
+    for l, e in enumerate(embed, 1):
+        if not isinstance(e, (int, np.integer)) or e < 1:
+            raise ValueError(f"embed: layer {l} must be a positive integer, got {e!r}")
+    if d < 1:
+        raise ValueError(f"d must be a positive integer, got {d!r}")
+
+
+def _step1(profile, params, heads) -> bool:
+    return asymptotically_at_least(model_noc_poly(heads, profile.dimension), profile.noc_lower(params))
+
+
+def predict(target: str, T: int, heads: Sequence[int], embed: Sequence[int] | int | None = None,
+            pe: bool = False, n_check: int = 8, seed: int = 0, max_heads: int = 64, **params) -> Prediction:
+    """Run the two-step estimate for a built-in target on an architecture (heads per layer)."""
+    if target not in PREDICT_TARGETS:
+        raise ValueError(f"unknown target {target!r}; allowed: {', '.join(PREDICT_TARGETS)}")
+    heads = [int(h) for h in heads]
+    tgt = make_target(target, **params)
+    if embed is None:
+        embed = DEFAULT_EMBED
+    embed = [int(embed)] * len(heads) if isinstance(embed, (int, np.integer)) else [int(e) for e in embed]
+    validate_architecture(T, heads, embed, tgt.d)
+    if getattr(tgt, "D", 1) > T:
+        raise ValueError(f"D must be at most T ({T}), got D={tgt.D}")
+    if target == "first-three-sum" and T < 3:
+        raise ValueError(f"T must be at least 3 for first-three-sum, got T={T}")
+    profile = comparison_profile(target)
+    step1 = _step1(profile, params, heads)
+    m_poly = model_noc_poly(heads, profile.dimension)
+
+    chosen, rep = None, None
+    for c in constructions_for(tgt, heads, pe):
+        rep = learns(c.model, tgt, T, n=n_check, seed=seed, embed=embed)
+        if rep.ok:
+            chosen = c
+            break
+    assert chosen is not None, "the global readout always learns"
+
+    if not step1:
+        tl, ml = _fmt_leading(profile.noc_lower(params)), _fmt_leading(m_poly)
+        reason = (f"step 1 fails: the model's Number of Comparison grows like {ml}, below the target's "
+                  f"{tl}; no choice of update rules can make up for it")
+        if profile.order >= 3:
+            reason += (f" (Order of Comparison {profile.order} ≥ 3: by Prop. 2 the cost exponent grows like "
+                       f"T^({profile.order - 1}/{profile.order}) for any fixed L, h, E)")
+    elif rep.uses_global:
+        reason = ("step 1 passes, but the only construction that learns the target needs global aggregation "
+                  f"(cost exponent d·T/E = {rep.max_cost_exponent:.3g}, growing with T)")
+        if target == "intrinsic-dimension" and heads[-1] < tgt.D and any(h >= tgt.D for h in heads[:-1]):
+            reason += f": the CLS needs D = {tgt.D} heads in the last layer to gather the D pairs, it has {heads[-1]}"
+        if target == "first-three-sum" and not pe:
+            reason += ": without positional encoding no head can select positions 1–3 by index"
+    else:
+        reason = f"step 1 passes and {chosen.name.split(':')[0]} learns the target with a cost exponent bounded in T"
+
+    min_heads = None
+    for h1 in range(1, max_heads + 1):
+        if _step1(profile, params, [h1] + heads[1:]):
+            min_heads = h1
+            break
+
+    return Prediction(
+        target=target, params=dict(params), T=int(T), heads=heads, d=tgt.d, embed=embed,
+        target_dimension=profile.dimension,
+        target_noc=profile.lower(T, **params), target_noc_upper=profile.upper(T, **params),
+        model_noc=model_noc(heads, profile.dimension, T),
+        target_noc_leading=_fmt_leading(profile.noc_lower(params)), model_noc_leading=_fmt_leading(m_poly),
+        step1_ok=step1, construction=chosen.name, construction_source=chosen.source,
+        learns_fraction=rep.covered / rep.n, uses_global=rep.uses_global,
+        cost_exponent=rep.max_cost_exponent, efficient=bool(step1 and not rep.uses_global),
+        min_heads=min_heads, reason=reason)

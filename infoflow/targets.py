@@ -1,0 +1,219 @@
+"""The paper's targets (SPEC §3): pure functions of a batch of sequences, and their samplers.
+
+Every target maps ``X`` of shape ``(..., T, d)`` to ``y`` of shape ``(...,)`` (or ``(..., out_dim)``)
+and works on numpy arrays and torch tensors alike (``infoflow.backend``). Samplers take a numpy
+``Generator`` or a ``torch.Generator`` and draw on the generator's device, deterministically per seed.
+Positions are 1-based in the paper; arrays here are 0-based (token ``x_t`` is ``X[..., t-1, :]``).
+
+Labels follow SPEC.md: the formula of each target is RECONSTRUCTED, THIRD-PARTY or PRIOR as stated in
+its docstring; constants marked DEFAULT are our choice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import comb
+from typing import ClassVar
+
+import numpy as np
+
+from .backend import array_namespace, as_array, normal, uniform
+
+__all__ = [
+    "Target", "DepthSeparation", "KthLargest", "DRetrieval", "IntrinsicDimension",
+    "TriangleCenter", "FirstThreeSum", "TARGETS", "make_target",
+]
+
+
+def _pair_scores(xp, X, A):
+    """``S[..., i, s, t] = x_s^T A_i x_t`` for ``A`` of shape ``(D, d, d)``."""
+    XA = xp.matmul(X[..., None, :, :], A)                       # (..., D, T, d)
+    return xp.matmul(XA, xp.matrix_transpose(X)[..., None, :, :])  # (..., D, T, T)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target F: R^{T×d} → R^{out_dim}. Subclasses set ``name``, ``d`` and implement ``__call__``."""
+
+    name: ClassVar[str] = "target"
+    label: ClassVar[str] = ""          # SPEC label of the formula
+    d: int = 1
+    out_dim: ClassVar[int] = 1
+
+    def __call__(self, X):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sample_inputs(self, rng, n: int, T: int):
+        """``n`` i.i.d. input sequences of length ``T``: N(0, I_d) tokens unless a subclass says otherwise."""
+        return normal(rng, (n, T, self.d))
+
+    def sample(self, rng, n: int, T: int):
+        X = self.sample_inputs(rng, n, T)
+        return X, self(X)
+
+    def describe(self) -> str:
+        return f"{self.name} (d={self.d})"
+
+
+@dataclass(frozen=True)
+class DepthSeparation(Target):
+    """Thm 1 / eq. 8: F(X) = min_{s,t} x_s^T x_t, tokens on the unit circle S^{d-1}.
+
+    RECONSTRUCTED (SPEC §3). DEFAULT d = 2.
+    """
+
+    name: ClassVar[str] = "depth-separation"
+    label: ClassVar[str] = "RECONSTRUCTED"
+    d: int = 2
+
+    def __call__(self, X):
+        xp = array_namespace(X)
+        G = xp.matmul(X, xp.matrix_transpose(X))
+        return xp.min(xp.min(G, axis=-1), axis=-1)
+
+    def sample_inputs(self, rng, n, T):
+        X = normal(rng, (n, T, self.d))
+        xp = array_namespace(X)
+        return X / xp.linalg.vector_norm(X, axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class KthLargest(Target):
+    """Thm 2: d = 1, x_t ~ U[0, 1], F_k(X) = k-th largest of x_1..x_T. FOUND in prose (App. A.2)."""
+
+    name: ClassVar[str] = "kth-largest"
+    label: ClassVar[str] = "FOUND"
+    d: int = 1
+    k: int = 1
+
+    def __call__(self, X):
+        xp = array_namespace(X)
+        v = xp.sort(X[..., 0], axis=-1)
+        return v[..., v.shape[-1] - self.k]
+
+    def sample_inputs(self, rng, n, T):
+        if self.k > T:
+            raise ValueError(f"k must be in 1..T (T={T}), got k={self.k}")
+        return uniform(rng, (n, T, 1))
+
+
+@dataclass(frozen=True)
+class DRetrieval(Target):
+    """Generalized D-retrieval, trained instance of Yu et al. 2026 §6.1 (PRIOR):
+    F(X) = Σ_{i=1}^{D} max_t a_i^T x_t, x_t ~ N(0, I_d), a_i fixed (DEFAULT: N(0, I_d/d) from ``seed``).
+    """
+
+    name: ClassVar[str] = "d-retrieval"
+    label: ClassVar[str] = "PRIOR"
+    d: int = 4
+    D: int = 4
+    seed: int = 0
+
+    @property
+    def a(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, 1]).standard_normal((self.D, self.d)) / np.sqrt(self.d)
+
+    def __call__(self, X):
+        xp = array_namespace(X)
+        proj = xp.matmul(X, xp.matrix_transpose(as_array(self.a, X)))   # (..., T, D)
+        return xp.sum(xp.max(proj, axis=-2), axis=-1)
+
+
+@dataclass(frozen=True)
+class IntrinsicDimension(Target):
+    """Eq. 6 / 58: F(X) = Σ_{i=1}^{D} max_{s,t} x_s^T A_i x_t, x_t ~ N(0, I_d), d = 4.
+
+    THIRD-PARTY formula and input law; A_i entries N(0, 1/d) drawn from ``seed`` (DEFAULT).
+    """
+
+    name: ClassVar[str] = "intrinsic-dimension"
+    label: ClassVar[str] = "THIRD-PARTY"
+    d: int = 4
+    D: int = 2
+    seed: int = 0
+
+    @property
+    def A(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, 2]).standard_normal((self.D, self.d, self.d)) / np.sqrt(self.d)
+
+    def __call__(self, X):
+        xp = array_namespace(X)
+        S = _pair_scores(xp, X, as_array(self.A, X))
+        return xp.sum(xp.max(xp.max(S, axis=-1), axis=-1), axis=-1)
+
+
+@dataclass(frozen=True)
+class TriangleCenter(Target):
+    """Eq. 7 / 59: F(X) = min_{t1,t2,t3} ‖x_t1 + x_t2 + x_t3‖ (repetition allowed), d = 2,
+    x_t ~ N(0, 2 I_2) with the norm clamped to [0.2, 4]. THIRD-PARTY.
+
+    Computed from the Gram matrix G: ‖x_a+x_b+x_c‖² = G_aa+G_bb+G_cc+2(G_ab+G_ac+G_bc), in batch chunks
+    of ``chunk`` sequences so memory stays at about chunk·T³ numbers (no Python loop over triples).
+    """
+
+    name: ClassVar[str] = "triangle-center"
+    label: ClassVar[str] = "THIRD-PARTY"
+    d: int = 2
+    chunk: int = 256
+
+    def __call__(self, X):
+        xp = array_namespace(X)
+        batch_shape = X.shape[:-2]
+        Xf = xp.reshape(X, (-1,) + tuple(X.shape[-2:]))
+        out = []
+        for start in range(0, Xf.shape[0], self.chunk):
+            Xc = Xf[start:start + self.chunk]
+            G = xp.matmul(Xc, xp.matrix_transpose(Xc))                    # (n, T, T)
+            diag = xp.linalg.diagonal(G)                                   # (n, T)
+            pair = diag[:, :, None] + diag[:, None, :] + 2 * G             # |x_a + x_b|^2
+            sq = (pair[:, :, :, None] + diag[:, None, None, :]
+                  + 2 * (G[:, :, None, :] + G[:, None, :, :]))             # (n, T, T, T)
+            m = xp.min(xp.reshape(sq, (sq.shape[0], -1)), axis=-1)
+            out.append(xp.sqrt(xp.clip(m, min=0.0)))
+        return xp.reshape(xp.concat(out), batch_shape)
+
+    def sample_inputs(self, rng, n, T):
+        X = normal(rng, (n, T, self.d)) * np.sqrt(2.0)
+        xp = array_namespace(X)
+        r = xp.linalg.vector_norm(X, axis=-1, keepdims=True)
+        return X * (xp.clip(r, min=0.2, max=4.0) / r)
+
+
+@dataclass(frozen=True)
+class FirstThreeSum(Target):
+    """Eq. 57: F(X) = x_1 + x_2 + x_3 (a vector in R^d), T = 10, x_t ~ N(0, I_2).
+    FOUND in prose; T, d and law THIRD-PARTY. Needs positional encoding to be learned (App. C.3).
+    """
+
+    name: ClassVar[str] = "first-three-sum"
+    label: ClassVar[str] = "FOUND"
+    d: int = 2
+
+    @property
+    def out_dim(self) -> int:  # type: ignore[override]
+        return self.d
+
+    def __call__(self, X):
+        if X.shape[-2] < 3:
+            raise ValueError(f"first-three-sum needs T >= 3, got T={X.shape[-2]}")
+        return X[..., 0, :] + X[..., 1, :] + X[..., 2, :]
+
+
+TARGETS: dict[str, type[Target]] = {
+    cls.name: cls for cls in (DepthSeparation, KthLargest, DRetrieval, IntrinsicDimension,
+                              TriangleCenter, FirstThreeSum)
+}
+
+
+def make_target(name: str, **params) -> Target:
+    """Build a target by name with a clear error for unknown names or parameters."""
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}; allowed: {', '.join(sorted(TARGETS))}")
+    cls = TARGETS[name]
+    allowed = set(cls.__dataclass_fields__) - {"chunk"}
+    bad = set(params) - allowed
+    if bad:
+        raise ValueError(f"target {name!r} has no parameter {sorted(bad)[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    for key, value in params.items():
+        if key in ("d", "D", "k") and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    return cls(**params)

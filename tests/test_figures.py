@@ -1,0 +1,40 @@
+import csv
+import json
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from infoflow.figures import caption, plot_information_flow, save_figure
+from infoflow.infosets import InfoFlowModel, MaxPosition, self_score
+
+
+def test_save_figure_writes_every_format(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    cap = caption("A line", profile="quick", seeds=[0, 1], device="cpu")
+    assert "Profile: quick" in cap and "seeds: 0, 1" in cap and "device: cpu" in cap
+    paths = save_figure(fig, "demo-line", [{"x": 1, "y": 3}, {"x": 2, "y": 4}], cap, outdir=tmp_path)
+    for ext in ("pdf", "svg", "png", "csv", "json"):
+        assert (tmp_path / f"demo-line.{ext}").stat().st_size > 0
+    assert list(csv.DictReader(open(paths["csv"])))[1] == {"x": "2", "y": "4"}
+    assert json.load(open(paths["json"]))["caption"] == cap
+    plt.close(fig)
+
+
+def test_save_figure_bad_input(tmp_path):
+    fig = plt.figure()
+    with pytest.raises(ValueError, match="slug"):
+        save_figure(fig, "bad name", [{"a": 1}], "c", outdir=tmp_path)
+    with pytest.raises(ValueError, match="rows"):
+        save_figure(fig, "ok", [], "c", outdir=tmp_path)
+    plt.close(fig)
+
+
+def test_plot_information_flow_draws_every_set():
+    tr = InfoFlowModel([[MaxPosition(self_score())]]).run(np.zeros((3, 1)) + np.arange(3)[:, None])
+    ax = plot_information_flow(tr)
+    assert len(ax.texts) == (tr.L + 1) * (tr.T + 1)
+    plt.close(ax.figure)

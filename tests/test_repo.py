@@ -1,0 +1,55 @@
+"""Repository invariants: every chapter's .md and .ipynb are in sync, the table of contents points
+at files that exist, and environment.yml mirrors the pins of pyproject.toml."""
+import re
+import tomllib
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "book" / "chapters").glob("*.md"))
+
+
+def code_and_markdown(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells if c.source.strip()]
+
+
+def test_there_are_chapters():
+    assert CHAPTERS, "no chapter sources under book/chapters"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_md_and_ipynb_in_sync(md):
+    ipynb = ROOT / "book" / "notebooks" / f"{md.stem}.ipynb"
+    assert ipynb.exists(), f"{md.name} has no paired notebook {ipynb.relative_to(ROOT)} (run make sync)"
+    a, b = jupytext.read(md), jupytext.read(ipynb)
+    assert code_and_markdown(a) == code_and_markdown(b), f"{md.name} and {ipynb.name} differ: run make sync"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_notebooks_are_executed(md):
+    nb = jupytext.read(ROOT / "book" / "notebooks" / f"{md.stem}.ipynb")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for c in code), "notebook has unexecuted cells: make chapters"
+    assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
+
+
+def test_toc_files_exist():
+    toc = yaml.safe_load(open(ROOT / "_toc.yml"))
+    files = [toc["root"]] + [c["file"] for c in toc.get("chapters", [])]
+    for f in files:
+        assert any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), f
+
+
+def test_environment_mirrors_pyproject():
+    project = tomllib.load(open(ROOT / "pyproject.toml", "rb"))["project"]
+    pins = list(project["dependencies"])
+    for group, deps in project["optional-dependencies"].items():
+        pins += [d for d in deps if not d.startswith("infoflow")]
+    pins = {re.split("==", p)[0].strip(): p.split("==")[1].strip() for p in pins}
+    env = yaml.safe_load(open(ROOT / "environment.yml"))
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    env_pins = {p.split("==")[0]: p.split("==")[1] for p in pip if "==" in p}
+    assert env_pins == pins
