@@ -1,0 +1,150 @@
+"""Training many small models at once (SPEC §8 recipe): AdamW, cosine schedule with an optional
+constant-lr tail, MSE loss, NMSE on a fixed validation set per seed, best validation NMSE tracked.
+
+All members of an :class:`~infoflow.model.EnsembleTransformer` train in one step: the loss is the
+sum of the members' mean losses (so each member's gradient is its own), gradients are clipped per
+member, and one batched AdamW update (per-member learning rate) moves every member. Each member
+draws its data from its own ``torch.Generator`` on the model's device, seeded by its seed. A member
+whose loss turns NaN/inf is frozen and reported failed; the others go on.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ["TrainConfig", "nmse", "lr_at", "AdamWEnsemble", "train_ensemble"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch: int = 256
+    lr: float = 1e-3               # THIRD-PARTY (SPEC §8)
+    weight_decay: float = 1e-2     # THIRD-PARTY
+    grad_clip: float = 1.0         # DEFAULT
+    tail_steps: int = 0            # constant-lr tail after the cosine (App. C.3)
+    tail_lr: float = 1e-4
+    n_val: int = 2048
+    eval_every: int = 100
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "n_val", "eval_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.tail_steps < 0:
+            raise ValueError(f"tail_steps must be >= 0, got {self.tail_steps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+def nmse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Σ(ŷ − y)² / Σ(y − ȳ)² over the batch dimension (dim 1), per member; 1 for the best constant."""
+    err = ((pred - y) ** 2).flatten(1).sum(1)
+    var = ((y - y.mean(dim=1, keepdim=True)) ** 2).flatten(1).sum(1)
+    return err / var
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Cosine annealing from lr to 0 over ``steps``, then ``tail_lr`` for ``tail_steps``."""
+    if step >= cfg.steps:
+        return cfg.tail_lr
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * step / cfg.steps))
+
+
+class AdamWEnsemble:
+    """AdamW (decoupled weight decay) over parameters with a leading member dimension; one update
+    for all members, learning rate per member (a tensor of shape (M,))."""
+
+    def __init__(self, params, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        self.params = [p for p in params if p.requires_grad]
+        self.betas, self.eps, self.wd = betas, eps, weight_decay
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, active: Optional[torch.Tensor] = None):
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            lr_p = lr.view(shape) if active is None else (lr * active).view(shape)
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.mul_(1 - lr_p * self.wd)
+            p.sub_(lr_p * (m / c1) / ((v / c2).sqrt() + self.eps))
+
+
+def clip_per_member(params, max_norm: float) -> torch.Tensor:
+    """Scale each member's gradient so its global norm is at most ``max_norm``; returns the norms."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.sqrt(sum((g.flatten(1) ** 2).sum(1) for g in grads))
+    scale = torch.clamp(max_norm / (norms + 1e-12), max=1.0)
+    for g in grads:
+        g.mul_(scale.view((-1,) + (1,) * (g.dim() - 1)))
+    return norms
+
+
+def _draw(target, generators, n, T):
+    Xs, ys = zip(*(target.sample(g, n, T) for g in generators))
+    y = torch.stack(ys)
+    return torch.stack(Xs), (y if y.dim() == 3 else y[..., None])
+
+
+def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: Optional[Sequence[float]] = None,
+                   progress: bool = False) -> list[dict]:
+    """Train every member of ``model`` on ``target`` (member j uses ``seeds[j]``). Returns one dict
+    per member: status, best_val_nmse, final_train_nmse, steps, curve [(step, val_nmse)], error."""
+    M, T = model.M, model.cfg.T
+    if len(seeds) != M:
+        raise ValueError(f"seeds must give one seed per member ({M}), got {len(seeds)}")
+    device = next(model.parameters()).device
+    gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    val_gens = [torch.Generator(device=device).manual_seed(10_000_019 + int(s)) for s in seeds]
+    Xv, yv = _draw(target, val_gens, cfg.n_val, T)
+    base_lr = torch.tensor([cfg.lr] * M if lrs is None else list(lrs), device=device)
+    opt = AdamWEnsemble(model.parameters(), weight_decay=cfg.weight_decay)
+    active = torch.ones(M, device=device)
+    errors: list = [None] * M
+    best = torch.full((M,), float("inf"), device=device)
+    curve: list = []
+    total = cfg.steps + cfg.tail_steps
+    train_nmse = torch.full((M,), float("nan"), device=device)
+    for step in tqdm(range(total), disable=not progress, desc="train", leave=False):
+        X, y = _draw(target, gens, cfg.batch, T)
+        pred = model(X)
+        per_member = ((pred - y) ** 2).flatten(1).mean(1)
+        bad = ~torch.isfinite(per_member) & (active > 0)
+        for j in torch.nonzero(bad).flatten().tolist():
+            errors[j] = f"non-finite loss at step {step}"
+            active[j] = 0
+        model.zero_grad(set_to_none=True)
+        torch.where(active > 0, per_member, torch.zeros_like(per_member)).sum().backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(active.view((-1,) + (1,) * (p.dim() - 1))).nan_to_num_(0.0)
+            clip_per_member(list(model.parameters()), cfg.grad_clip)
+            scale = lr_at(step, cfg) / cfg.lr if step < cfg.steps else cfg.tail_lr / cfg.lr
+            opt.step(base_lr * scale, active)
+            train_nmse = nmse(pred.detach(), y)
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == total:
+                v = nmse(model(Xv), yv)
+                v = torch.where(torch.isfinite(v), v, torch.full_like(v, float("inf")))
+                best = torch.minimum(best, v)
+                curve.append((step + 1, v.tolist()))
+    out = []
+    for j in range(M):
+        ok = errors[j] is None and bool(torch.isfinite(best[j]))
+        out.append({"status": "done" if ok else "failed", "seed": int(seeds[j]),
+                    "best_val_nmse": float(best[j]) if ok else None,
+                    "final_train_nmse": float(train_nmse[j]) if ok else None, "steps": total,
+                    "curve": [(s, vals[j]) for s, vals in curve], "error": errors[j] or (None if ok else "diverged")})
+    return out
