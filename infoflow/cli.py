@@ -87,6 +87,39 @@ def predict(
     typer.echo(json.dumps(result.to_dict()) if as_json else result.report())
 
 
+@app.command()
+def run(
+    experiment: Optional[str] = typer.Argument(None, help="experiment name (see --list)"),
+    profile: str = typer.Option("quick", help="quick (CPU, minutes) or paper (SPEC §8, one GPU)"),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda[:N] (default: cuda when present)"),
+    out: Optional[str] = typer.Option(None, help="results folder (default runs/EXPERIMENT/PROFILE)"),
+    sets: list[str] = typer.Option([], "--set", help="override a config key: key=value (e.g. train.steps=200)"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="re-run records whose status is failed"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    list_experiments: bool = typer.Option(False, "--list", help="list the experiments and exit"),
+):
+    """Train an experiment's runs (skipping finished records) and write one JSON record per run."""
+    from .experiments import EXPERIMENTS, ConfigError, parse_sets
+    if list_experiments:
+        for name, cls in EXPERIMENTS.items():
+            typer.echo(f"{name:20s} {cls.description}")
+        return
+    if experiment is None:
+        fail(f"EXPERIMENT is required; allowed: {', '.join(EXPERIMENTS)}")
+    try:
+        from .runner import run_experiment
+        summary = run_experiment(experiment, profile, parse_sets(sets), out=out, device=device,
+                                 progress=not quiet, retry_failed=retry_failed, log=lambda m: typer.echo(m, err=True))
+    except (ConfigError, ValueError, PermissionError) as err:
+        fail(str(err))
+    except OSError as err:
+        fail(f"could not write results: {err.strerror or err}")
+    done = sum(r["status"] == "done" for r in summary["records"])
+    typer.echo(f"{experiment} [{profile}]: {len(summary['records'])}/{summary['runs']} records "
+               f"({done} done, {len(summary['records']) - done} failed), {summary['trained']} trained now, "
+               f"{summary['skipped']} skipped -> {summary['store']}")
+
+
 @app.callback()
 def _root():
     """InfoFlow book tools."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ class ModelConfig:
     activation: str = "gelu"     # DEFAULT gelu for training, tanh for the constructions (SPEC §1)
     layernorm: bool = False      # App. C.3
     beta: Optional[float] = None  # softmax scaling; None → 1/sqrt(n_l)
+    head_dim: Optional[int] = None  # per-head dim n_l (E_l = n_l·h_l); None → n_l = E / h_l
 
     def __post_init__(self):
         for name in ("d", "T", "E", "ffn", "out_dim"):
@@ -40,8 +41,10 @@ class ModelConfig:
         for l, h in enumerate(self.heads, 1):
             if not isinstance(h, int) or h < 1:
                 raise ValueError(f"heads: layer {l} must have a positive head count, got {h!r}")
-            if self.E % h:
+            if self.head_dim is None and self.E % h:
                 raise ValueError(f"heads: layer {l} has {h} heads, which must divide E = {self.E}")
+        if self.head_dim is not None and (not isinstance(self.head_dim, int) or self.head_dim < 1):
+            raise ValueError(f"head_dim must be a positive integer, got {self.head_dim!r}")
         if self.pe not in ("none", "additive", "augmented"):
             raise ValueError(f"pe must be one of none, additive, augmented; got {self.pe!r}")
         if self.activation not in ("gelu", "relu", "tanh"):
@@ -56,17 +59,21 @@ class EnsembleTransformer(nn.Module):
     """M independent Transformers of the same shape. ``forward(X, record=True)`` also returns, per
     layer, the attention weights (M, B, h, T+1, T+1) and the post-attention states (M, B, T+1, E)."""
 
-    def __init__(self, cfg: ModelConfig, members: int = 1, generator: Optional[torch.Generator] = None,
-                 device=None):
+    def __init__(self, cfg: ModelConfig, members: int = 1, seeds: Optional[Sequence[int]] = None, device=None):
         super().__init__()
         if not isinstance(members, int) or members < 1:
             raise ValueError(f"members must be a positive integer, got {members!r}")
+        seeds = list(range(members)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != members:
+            raise ValueError(f"seeds must give one seed per member ({members}), got {len(seeds)}")
         self.cfg, self.M = cfg, members
         M, E, d, m = members, cfg.E, cfg.d, cfg.ffn
-        g = generator
+        # one generator per member: member j is initialised exactly as a lone model with seed j
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
 
         def w(*shape, fan_in):
-            return nn.Parameter(torch.randn(M, *shape, generator=g, device=device) / math.sqrt(fan_in))
+            init = torch.stack([torch.randn(*shape, generator=g) for g in gens]) / math.sqrt(fan_in)
+            return nn.Parameter(init.to(device))
 
         def zeros(*shape):
             return nn.Parameter(torch.zeros(M, *shape, device=device))
@@ -77,8 +84,10 @@ class EnsembleTransformer(nn.Module):
         self.cls = w(E, fan_in=E)
         self.layers = nn.ModuleList()
         for h in cfg.heads:
+            inner = self.inner_width(h)
             layer = nn.ParameterDict(dict(
-                W_Q=w(E, E, fan_in=E), W_K=w(E, E, fan_in=E), W_V=w(E, E, fan_in=E), W_O=w(E, E, fan_in=E),
+                W_Q=w(E, inner, fan_in=E), W_K=w(E, inner, fan_in=E), W_V=w(E, inner, fan_in=E),
+                W_O=w(inner, E, fan_in=inner),
                 W_1=w(E, m, fan_in=E), b_1=zeros(m), W_2=w(m, E, fan_in=m), b_2=zeros(E)))
             if cfg.layernorm:
                 layer["ln_g"] = nn.Parameter(torch.ones(M, E, device=device))
@@ -86,6 +95,10 @@ class EnsembleTransformer(nn.Module):
             self.layers.append(layer)
         self.R_1, self.r_1 = w(E, m, fan_in=E), zeros(m)
         self.R_2, self.r_2 = w(m, cfg.out_dim, fan_in=m), zeros(cfg.out_dim)
+
+    def inner_width(self, h: int) -> int:
+        """E_l = n_l·h_l, the attention width of a layer with h heads."""
+        return self.cfg.head_dim * h if self.cfg.head_dim else self.cfg.E
 
     def parameter_counts(self) -> dict:
         """Parameters of one member, per block (the theory is about parameter cost)."""
@@ -120,13 +133,14 @@ class EnsembleTransformer(nn.Module):
         M, B, S, E = H.shape
         records = []
         for h, layer in zip(self.cfg.heads, self.layers):
-            n = E // h
+            inner = self.inner_width(h)
+            n = inner // h
             beta = self.cfg.beta if self.cfg.beta is not None else 1 / math.sqrt(n)
             q = torch.einsum("mbse,mef->mbsf", H, layer["W_Q"]).view(M, B, S, h, n).transpose(2, 3)
             k = torch.einsum("mbse,mef->mbsf", H, layer["W_K"]).view(M, B, S, h, n).transpose(2, 3)
             v = torch.einsum("mbse,mef->mbsf", H, layer["W_V"]).view(M, B, S, h, n).transpose(2, 3)
             att = torch.softmax(beta * q @ k.transpose(-1, -2), dim=-1)           # (M, B, h, S, S)
-            heads_out = (att @ v).transpose(2, 3).reshape(M, B, S, E)
+            heads_out = (att @ v).transpose(2, 3).reshape(M, B, S, inner)
             H = H + torch.einsum("mbse,mef->mbsf", heads_out, layer["W_O"])
             if "ln_g" in layer:
                 H = nn.functional.layer_norm(H, (E,)) * layer["ln_g"][:, None, None] + layer["ln_b"][:, None, None]

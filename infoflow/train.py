@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["TrainConfig", "nmse", "lr_at", "AdamWEnsemble", "train_ensemble"]
+__all__ = ["TrainConfig", "nmse", "lr_at", "AdamWEnsemble", "train_ensemble", "draw", "clip_per_member"]
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,15 @@ class TrainConfig:
     tail_lr: float = 1e-4
     n_val: int = 2048
     eval_every: int = 100
+    n_train: Optional[int] = None  # a fixed training set, passed over in epochs; None: fresh samples every step
 
     def __post_init__(self):
         for name in ("steps", "batch", "n_val", "eval_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.n_train is not None and (not isinstance(self.n_train, int) or self.n_train < self.batch):
+            raise ValueError(f"n_train must be an integer >= batch ({self.batch}), got {self.n_train!r}")
         if self.tail_steps < 0:
             raise ValueError(f"tail_steps must be >= 0, got {self.tail_steps}")
         if not self.lr > 0:
@@ -92,10 +95,34 @@ def clip_per_member(params, max_norm: float) -> torch.Tensor:
     return norms
 
 
-def _draw(target, generators, n, T):
-    Xs, ys = zip(*(target.sample(g, n, T) for g in generators))
-    y = torch.stack(ys)
-    return torch.stack(Xs), (y if y.dim() == 3 else y[..., None])
+def draw(target, generators, n, T):
+    """Each member's inputs from its own generator; the target evaluated once on the stack.
+    Returns X (M, n, T, d) and y (M, n, out_dim)."""
+    X = torch.stack([target.sample_inputs(g, n, T) for g in generators])
+    y = target(X)
+    return X, (y if y.dim() == 3 else y[..., None])
+
+
+class _Batches:
+    """Per-member minibatches: fresh draws, or epochs over a fixed training set (per-member shuffles)."""
+
+    def __init__(self, target, gens, cfg: TrainConfig, T: int):
+        self.target, self.gens, self.cfg, self.T = target, gens, cfg, T
+        if cfg.n_train:
+            self.X, self.y = draw(target, gens, cfg.n_train, T)
+            self.perm, self.pos = None, cfg.n_train
+
+    def next(self):
+        cfg = self.cfg
+        if not cfg.n_train:
+            return draw(self.target, self.gens, cfg.batch, self.T)
+        if self.pos + cfg.batch > cfg.n_train:
+            self.perm = torch.stack([torch.randperm(cfg.n_train, generator=g, device=g.device) for g in self.gens])
+            self.pos = 0
+        idx = self.perm[:, self.pos:self.pos + cfg.batch]
+        self.pos += cfg.batch
+        rows = torch.arange(len(self.gens), device=idx.device)[:, None]
+        return self.X[rows, idx], self.y[rows, idx]
 
 
 def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: Optional[Sequence[float]] = None,
@@ -108,7 +135,8 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
     device = next(model.parameters()).device
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     val_gens = [torch.Generator(device=device).manual_seed(10_000_019 + int(s)) for s in seeds]
-    Xv, yv = _draw(target, val_gens, cfg.n_val, T)
+    Xv, yv = draw(target, val_gens, cfg.n_val, T)
+    batches = _Batches(target, gens, cfg, T)
     base_lr = torch.tensor([cfg.lr] * M if lrs is None else list(lrs), device=device)
     opt = AdamWEnsemble(model.parameters(), weight_decay=cfg.weight_decay)
     active = torch.ones(M, device=device)
@@ -118,7 +146,7 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
     total = cfg.steps + cfg.tail_steps
     train_nmse = torch.full((M,), float("nan"), device=device)
     for step in tqdm(range(total), disable=not progress, desc="train", leave=False):
-        X, y = _draw(target, gens, cfg.batch, T)
+        X, y = batches.next()
         pred = model(X)
         per_member = ((pred - y) ** 2).flatten(1).mean(1)
         bad = ~torch.isfinite(per_member) & (active > 0)
@@ -140,11 +168,14 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
                 v = torch.where(torch.isfinite(v), v, torch.full_like(v, float("inf")))
                 best = torch.minimum(best, v)
                 curve.append((step + 1, v.tolist()))
+    def finite(x):
+        return float(x) if math.isfinite(float(x)) else None
+
     out = []
     for j in range(M):
         ok = errors[j] is None and bool(torch.isfinite(best[j]))
         out.append({"status": "done" if ok else "failed", "seed": int(seeds[j]),
                     "best_val_nmse": float(best[j]) if ok else None,
-                    "final_train_nmse": float(train_nmse[j]) if ok else None, "steps": total,
-                    "curve": [(s, vals[j]) for s, vals in curve], "error": errors[j] or (None if ok else "diverged")})
+                    "final_train_nmse": finite(train_nmse[j]) if ok else None, "steps": total,
+                    "curve": [(s, finite(vals[j])) for s, vals in curve], "error": errors[j] or (None if ok else "diverged")})
     return out

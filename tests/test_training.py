@@ -21,7 +21,7 @@ def member(model, j):
 
 def test_member_gradients_equal_single_model_and_func_oracle():
     torch.manual_seed(0)
-    model = EnsembleTransformer(CFG, members=3, generator=torch.Generator().manual_seed(1)).double()
+    model = EnsembleTransformer(CFG, members=3, seeds=[4, 5, 6]).double()
     X, y = torch.randn(3, 5, 6, 4, dtype=torch.float64), torch.randn(3, 5, 1, dtype=torch.float64)
     ((model(X) - y) ** 2).flatten(1).mean(1).sum().backward()
     names = [n for n, _ in model.named_parameters()]
@@ -44,7 +44,7 @@ def test_member_gradients_equal_single_model_and_func_oracle():
 
 
 def test_sgd_step_matches_single_model():
-    model = EnsembleTransformer(CFG, members=2, generator=torch.Generator().manual_seed(2)).double()
+    model = EnsembleTransformer(CFG, members=2, seeds=[1, 2]).double()
     X, y = torch.randn(2, 4, 6, 4, dtype=torch.float64), torch.randn(2, 4, 1, dtype=torch.float64)
     alone = member(model, 1).double()
     for m, Xm, ym in ((model, X, y), (alone, X[1:], y[1:])):
@@ -54,6 +54,21 @@ def test_sgd_step_matches_single_model():
                 p -= 0.1 * p.grad
     for p, q in zip(alone.parameters(), model.parameters()):
         torch.testing.assert_close(p[0], q[1])
+
+
+def test_member_init_equals_lone_model_with_its_seed():
+    ens = EnsembleTransformer(CFG, members=3, seeds=[7, 8, 9])
+    alone = EnsembleTransformer(CFG, members=1, seeds=[8])
+    for p, q in zip(alone.parameters(), ens.parameters()):
+        torch.testing.assert_close(p[0], q[1])
+
+
+def test_head_dim_sets_attention_width():
+    cfg = ModelConfig(d=4, T=6, heads=(5, 6), E=16, head_dim=8)
+    m = EnsembleTransformer(cfg, members=2)
+    assert m.layers[0]["W_Q"].shape == (2, 16, 40) and m.layers[1]["W_O"].shape == (2, 48, 16)
+    y, rec = m(torch.randn(2, 3, 6, 4), record=True)
+    assert y.shape == (2, 3, 1) and rec[1]["attention"].shape == (2, 3, 6, 7, 7)
 
 
 def test_per_member_clipping():
@@ -74,7 +89,7 @@ def test_nmse_and_schedule():
 
 def test_training_learns_and_isolates_nan():
     cfg = ModelConfig(d=4, T=8, heads=(4,), E=16, ffn=32)
-    model = EnsembleTransformer(cfg, members=3, generator=torch.Generator().manual_seed(0))
+    model = EnsembleTransformer(cfg, members=3, seeds=[0, 1, 2])
     with torch.no_grad():
         model.R_2[2].fill_(float("nan"))          # member 2 diverges at once
     res = train_ensemble(model, DRetrieval(D=2), seeds=[0, 1, 2], cfg=TrainConfig(steps=300, batch=128, lr=3e-3,

@@ -1,0 +1,102 @@
+"""Ensemble vs one-by-one training speed (issue: training engine, benchmark).
+
+Named config: L = 2, E = 32, T = 16, batch 256, intrinsic-dimension target (D = 2). Trains M runs
+(a) one after another, each a lone model (M = 1), and (b) as one ensemble of M members, the same
+number of steps on the same device; prints samples/s for both and their ratio, and appends one
+JSON line to benchmarks/results.jsonl. On CUDA it also times torch.compile and bf16 autocast of the
+ensemble step (reported, not used by default until they pass the equivalence tests).
+
+    python benchmarks/bench_ensemble.py --members 8 --steps 30          # CPU
+    python benchmarks/bench_ensemble.py --members 64 --steps 100         # GPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from infoflow import __version__
+from infoflow.model import EnsembleTransformer, ModelConfig
+from infoflow.targets import IntrinsicDimension
+from infoflow.train import AdamWEnsemble, clip_per_member, draw
+
+CFG = ModelConfig(d=4, T=16, heads=(2, 2), E=32, ffn=128)
+BATCH = 256
+
+
+def make_step(model, target, gens, autocast=False):
+    opt = AdamWEnsemble(model.parameters())
+    lr = torch.full((model.M,), 1e-3, device=next(model.parameters()).device)
+
+    def step():
+        X, y = draw(target, gens, BATCH, CFG.T)
+        with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=autocast):
+            pred = model(X)
+        loss = ((pred.float() - y) ** 2).flatten(1).mean(1).sum()
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_per_member(list(model.parameters()), 1.0)
+        opt.step(lr)
+    return step
+
+
+def timed(step, steps, device):
+    step()  # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--members", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
+    args = ap.parse_args()
+    M, dev = args.members, args.device
+    target = IntrinsicDimension(D=2)
+
+    def gens(seeds):
+        return [torch.Generator(device=dev).manual_seed(s) for s in seeds]
+
+    loops = [EnsembleTransformer(CFG, members=1, seeds=[s], device=dev) for s in range(M)]
+    loop_steps = [make_step(model, target, gens([s])) for s, model in enumerate(loops)]
+    ens = EnsembleTransformer(CFG, members=M, seeds=list(range(M)), device=dev)
+    ens_step = make_step(ens, target, gens(range(M)))
+    loop_times, ens_times = [], []
+    for _ in range(args.repeats):      # interleaved, so load on the machine hits both alike
+        loop_times.append(sum(timed(step, args.steps, dev) for step in loop_steps))
+        ens_times.append(timed(ens_step, args.steps, dev))
+    loop_time, ens_time = sorted(loop_times)[len(loop_times) // 2], sorted(ens_times)[len(ens_times) // 2]
+    samples = M * BATCH * args.steps
+    result = {"benchmark": "ensemble-vs-loop", "config": {"L": 2, "E": 32, "T": 16, "batch": BATCH, "members": M,
+                                                          "steps": args.steps, "repeats": args.repeats},
+              "device": dev, "device_name": torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or "cpu",
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "infoflow": __version__,
+              "loop_samples_per_s": round(samples / loop_time, 1), "ensemble_samples_per_s": round(samples / ens_time, 1),
+              "ratio": round(loop_time / ens_time, 2), "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if dev.startswith("cuda"):
+        ens_bf16 = EnsembleTransformer(CFG, members=M, seeds=list(range(M)), device=dev)
+        result["ensemble_bf16_samples_per_s"] = round(samples / timed(make_step(ens_bf16, target, gens(range(M)), autocast=True), args.steps, dev), 1)
+        ens_c = EnsembleTransformer(CFG, members=M, seeds=list(range(M)), device=dev)
+        ens_c.forward = torch.compile(ens_c.forward)
+        result["ensemble_compiled_samples_per_s"] = round(samples / timed(make_step(ens_c, target, gens(range(M))), args.steps, dev), 1)
+    line = json.dumps(result)
+    print(line)
+    with open(args.out, "a") as fh:
+        fh.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

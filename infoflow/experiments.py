@@ -1,0 +1,269 @@
+"""The book's experiments as declarative, validated configs (pydantic), each with two profiles:
+``quick`` (CPU, seconds to minutes: tests, laptops, the book's live cells) and ``paper`` (SPEC §8's
+settings, for one GPU). Every number below that the paper lost is **our choice** (DEFAULT in
+SPEC §8); change it with ``--set key=value`` rather than in code.
+
+An experiment expands into run configs (plain dicts, seed included) that the runner hashes, groups
+into ensembles (runs equal but for the seed) and trains.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, field_validator
+
+from .targets import TARGETS
+
+__all__ = ["TrainSpec", "Experiment", "EXPERIMENTS", "PROFILES", "make_experiment", "parse_sets", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A bad experiment, profile or key; the message names the field and the allowed values."""
+
+
+class TrainSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: PositiveInt = 1000
+    batch: PositiveInt = 256
+    lr: float = 1e-3                 # THIRD-PARTY
+    weight_decay: float = 1e-2       # THIRD-PARTY
+    grad_clip: float = 1.0           # DEFAULT
+    tail_steps: int = 0
+    tail_lr: float = 1e-4
+    n_val: PositiveInt = 2048
+    eval_every: PositiveInt = 100
+    n_train: Optional[PositiveInt] = None
+
+
+class Experiment(BaseModel):
+    """Base: subclasses define the axes and :meth:`variants` (label, target params, T, model dict)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    target: ClassVar[str] = ""
+    profiles: ClassVar[dict] = {}
+    seeds: list[int] = [0, 1, 2]
+    ffn: PositiveInt = 128
+    activation: Literal["gelu", "relu", "tanh"] = "gelu"
+    train: TrainSpec = TrainSpec()
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if not v or len(set(v)) != len(v):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        return v
+
+    def variants(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def model(self, heads, E, **kw) -> dict:
+        return {"heads": list(heads), "E": E, "ffn": self.ffn, "activation": self.activation, "pe": "none",
+                "layernorm": False, "head_dim": None, **kw}
+
+    def runs(self) -> list[dict]:
+        out = []
+        for label, params, T, model in self.variants():
+            for seed in self.seeds:
+                out.append({"experiment": self.name, "label": label, "target": self.target,
+                            "target_params": params, "T": T, "model": model,
+                            "train": self.train.model_dump(), "seed": seed})
+        return out
+
+
+def _heads_ok(heads) -> bool:
+    return all(h >= 1 for h in heads)
+
+
+class IntrinsicDimension(Experiment):
+    name: ClassVar[str] = "intrinsic-dimension"
+    description: ClassVar[str] = "App. C.4 / Fig. 1(a), Table 11: (D,D), (D-1,D), (D,D-1) two-layer models"
+    target: ClassVar[str] = "intrinsic-dimension"
+    Ds: list[PositiveInt] = [2, 3, 4, 5, 6]
+    T: PositiveInt = 64
+    E: PositiveInt = 60
+    ffn: PositiveInt = 240
+    profiles: ClassVar[dict] = {
+        "paper": {},
+        "quick": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 64, "seeds": [0, 1],
+                  "train": {"steps": 600, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+    }
+    train: TrainSpec = TrainSpec(steps=20000, batch=256, n_train=100000, n_val=10000, eval_every=500)
+
+    def variants(self):
+        for D in self.Ds:
+            for heads in [(D, D), (D - 1, D), (D, D - 1)]:
+                if _heads_ok(heads):
+                    yield f"({heads[0]},{heads[1]})", {"D": D, "d": 4}, self.T, self.model(heads, self.E)
+
+
+class TriangleCenter(Experiment):
+    name: ClassVar[str] = "triangle-center"
+    description: ClassVar[str] = "App. C.5 / Fig. 1(b), Table 12: three model sizes across T"
+    target: ClassVar[str] = "triangle-center"
+    Ts: list[PositiveInt] = [8, 16, 32, 64]
+    sizes: list[tuple[PositiveInt, PositiveInt, PositiveInt]] = [(2, 2, 24), (4, 4, 24), (4, 4, 48)]
+    profiles: ClassVar[dict] = {
+        "paper": {},
+        "quick": {"Ts": [4, 8, 16], "seeds": [0, 1], "ffn": 64,
+                  "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+    }
+    train: TrainSpec = TrainSpec(steps=20000, batch=256, n_train=100000, n_val=10000, eval_every=500)
+
+    def variants(self):
+        for T in self.Ts:
+            for h1, h2, E in self.sizes:
+                yield f"({h1},{h2}),E={E}", {}, T, self.model((h1, h2), E)
+
+
+class DepthSeparation(Experiment):
+    name: ClassVar[str] = "depth-separation"
+    description: ClassVar[str] = "Thm 1: one-layer (h = 1, 2, 4) vs two-layer one-head models on eq. 8 across T"
+    target: ClassVar[str] = "depth-separation"
+    Ts: list[PositiveInt] = [4, 8, 16, 32]
+    E: PositiveInt = 32
+    configs: list[list[PositiveInt]] = [[1], [2], [4], [1, 1]]
+    profiles: ClassVar[dict] = {
+        "paper": {},
+        "quick": {"Ts": [4, 8, 16], "seeds": [0], "ffn": 64, "E": 16,
+                  "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+    }
+    train: TrainSpec = TrainSpec(steps=10000, batch=256, n_val=4096, eval_every=250)
+
+    def variants(self):
+        for T in self.Ts:
+            for heads in self.configs:
+                label = f"{len(heads)} layer, h={heads[0]}" if len(heads) == 1 else "2 layers, 1 head each"
+                yield label, {"d": 2}, T, self.model(heads, self.E)
+
+
+class KthLargest(Experiment):
+    name: ClassVar[str] = "kth-largest"
+    description: ClassVar[str] = "Thm 2: one-layer models returning the k-th largest token, k = 1, 2, 3, across T"
+    target: ClassVar[str] = "kth-largest"
+    ks: list[PositiveInt] = [1, 2, 3]
+    Ts: list[PositiveInt] = [4, 8, 16, 32, 64]
+    heads: PositiveInt = 1
+    E: PositiveInt = 32
+    profiles: ClassVar[dict] = {
+        "paper": {},
+        "quick": {"Ts": [4, 8, 16], "seeds": [0], "ffn": 64, "E": 16,
+                  "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+    }
+    train: TrainSpec = TrainSpec(steps=10000, batch=256, n_val=4096, eval_every=250)
+
+    def variants(self):
+        for T in self.Ts:
+            for k in self.ks:
+                if k <= T:
+                    yield f"k={k}", {"k": k}, T, self.model([self.heads], self.E)
+
+
+class Probes(Experiment):
+    name: ClassVar[str] = "probes"
+    description: ClassVar[str] = "App. C.1-C.2: two-layer models on generalized D-retrieval for the recovery probes"
+    target: ClassVar[str] = "d-retrieval"
+    D: PositiveInt = 6
+    T: PositiveInt = 32
+    head_dim: PositiveInt = 8
+    E: PositiveInt = 64
+    configs: list[tuple[PositiveInt, PositiveInt]] = [(5, 5), (5, 6), (6, 5), (6, 6), (7, 6), (7, 7)]
+    profiles: ClassVar[dict] = {
+        "paper": {},
+        "quick": {"T": 12, "seeds": [0], "ffn": 64, "E": 32, "head_dim": 4, "configs": [(5, 5), (6, 6)],
+                  "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+    }
+    train: TrainSpec = TrainSpec(steps=10000, batch=256, n_val=4096, eval_every=250)
+
+    def variants(self):
+        for h1, h2 in self.configs:
+            yield f"({h1},{h2})", {"D": self.D, "d": 4}, self.T, self.model((h1, h2), self.E, head_dim=self.head_dim)
+
+
+class SpecificPosition(Experiment):
+    name: ClassVar[str] = "specific-position"
+    description: ClassVar[str] = "App. C.3 / Fig. 4: one layer, one head on x1+x2+x3, with and without positional encoding"
+    target: ClassVar[str] = "first-three-sum"
+    T: PositiveInt = 10
+    E: PositiveInt = 32
+    pes: list[Literal["additive", "none"]] = ["additive", "none"]
+    profiles: ClassVar[dict] = {
+        "paper": {},
+        "quick": {"seeds": [0], "ffn": 64,
+                  "train": {"steps": 1500, "batch": 128, "n_train": 10000, "n_val": 2000, "eval_every": 100,
+                            "lr": 3e-3, "tail_steps": 200}},
+    }
+    # THIRD-PARTY: 2000 epochs; DEFAULT: 10k samples (78 steps of 128 per epoch), tail 200 epochs at 1e-4
+    train: TrainSpec = TrainSpec(steps=156000, batch=128, n_train=10000, n_val=2000, eval_every=1000,
+                                 tail_steps=15600, tail_lr=1e-4)
+
+    def variants(self):
+        for pe in self.pes:
+            yield f"pe={pe}", {"d": 2}, self.T, self.model([1], self.E, pe=pe, layernorm=True)
+
+
+EXPERIMENTS: dict[str, type[Experiment]] = {
+    c.name: c for c in (DepthSeparation, KthLargest, Probes, SpecificPosition, IntrinsicDimension, TriangleCenter)}
+PROFILES = ("quick", "paper")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _parse_value(text: str):
+    import json
+    try:
+        return json.loads(text)
+    except ValueError:
+        if "," in text:
+            return [_parse_value(t) for t in text.split(",")]
+        return text
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    """``["train.steps=100", "seeds=[0,1]"]`` → nested dict."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_value(value.strip())
+    return out
+
+
+def make_experiment(name: str, profile: str = "quick", overrides: Optional[dict] = None) -> Experiment:
+    """The validated config of an experiment under a profile, with overrides (``--set``)."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; allowed: {', '.join(EXPERIMENTS)}")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    cls = EXPERIMENTS[name]
+    base = cls().model_dump()
+    values = _merge(_merge(base, cls.profiles.get(profile, {})), overrides or {})
+    try:
+        exp = cls.model_validate(values)
+    except ValidationError as err:
+        e = err.errors()[0]
+        field = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            allowed = sorted(cls.model_fields) if len(e["loc"]) == 1 else sorted(TrainSpec.model_fields)
+            raise ConfigError(f"{name}: unknown key {field!r}; allowed: {', '.join(allowed)}") from None
+        raise ConfigError(f"{name}: {field}: {e['msg']} (got {e.get('input')!r})") from None
+    for run in exp.runs():
+        m = run["model"]
+        for l, h in enumerate(m["heads"], 1):
+            if m["head_dim"] is None and m["E"] % h:
+                raise ConfigError(f"{name}: E = {m['E']} must be divisible by the head count of layer {l} ({h}) "
+                                  f"in variant {run['label']}")
+        if run["target"] not in TARGETS:  # pragma: no cover - guarded by the class definitions
+            raise ConfigError(f"unknown target {run['target']!r}")
+    return exp

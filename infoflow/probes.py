@@ -1,0 +1,47 @@
+"""Recovery probes of App. C.1–C.2 (eq. 56, SPEC §2; the normaliser is RECONSTRUCTED).
+
+For first-layer head i and query position t, s* is the key with the largest (C.1) or second-largest
+(C.2) attention weight. The probe fits by least squares the best affine map W_i from the
+post-attention state z_t (layer-1 output at t, before the FFN) to the token x_{s*}, and reports
+R_i = E‖W_i z_t − x_{s*}‖² / E‖x_{s*} − E x_{s*}‖², pooled over token positions t = 1..T and samples
+(queries whose s* is the CLS, which carries no token, are left out). The trained/initialised ratio
+does not depend on the normaliser.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["recovery_errors", "probe_table"]
+
+
+@torch.no_grad()
+def recovery_errors(model, X: torch.Tensor, rank: int = 1, layer: int = 0, ridge: float = 1e-6) -> torch.Tensor:
+    """R_i for every member and head of ``layer``: shape (M, h). ``rank`` 1 = argmax, 2 = second."""
+    if rank not in (1, 2):
+        raise ValueError(f"rank must be 1 (argmax) or 2 (second largest), got {rank}")
+    X = X.double() if X.dtype == torch.float64 else X
+    _, records = model(X, record=True)
+    att = records[layer]["attention"]                      # (M, B, h, S, S)
+    z = records[layer]["post_attention"][:, :, 1:]          # (M, B, T, E): token positions only
+    star = att[:, :, :, 1:, :].topk(rank, dim=-1).indices[..., rank - 1]   # (M, B, h, T)
+    M, B, h, T = star.shape
+    out = torch.empty(M, h, dtype=torch.float64)
+    Xpad = torch.cat([torch.zeros_like(X[:, :, :1]), X], dim=2)           # position 0 = CLS: no token
+    for m in range(M):
+        feats = torch.cat([z[m].reshape(B * T, -1), torch.ones(B * T, 1, device=z.device)], dim=1).double()
+        for i in range(h):
+            s = star[m, :, i].reshape(B * T)
+            keep = s > 0
+            Z = feats[keep]
+            Y = Xpad[m].reshape(B * (T + 1), -1)[(torch.arange(B, device=s.device).repeat_interleave(T) * (T + 1) + s)[keep]].double()
+            A = Z.T @ Z + ridge * torch.eye(Z.shape[1], dtype=Z.dtype, device=Z.device)
+            W = torch.linalg.solve(A, Z.T @ Y)
+            err = ((Z @ W - Y) ** 2).sum(1).mean()
+            var = ((Y - Y.mean(0)) ** 2).sum(1).mean()
+            out[m, i] = (err / var).item()
+    return out
+
+
+def probe_table(initial: torch.Tensor, trained: torch.Tensor) -> dict:
+    """Rows of Tables 1–10: initialised, trained, ratio (per head)."""
+    return {"initialized": initial.tolist(), "trained": trained.tolist(), "ratio": (trained / initial).tolist()}

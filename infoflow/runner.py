@@ -1,0 +1,102 @@
+"""Run an experiment: expand its config into runs, skip those with a valid record, train the rest
+in ensembles (runs equal but for the seed share one model with a member per seed), write one
+record per run. A sweep killed at any moment resumes without losing or duplicating a run: records
+are written atomically and keyed by config hash, so a run either has its complete record or none.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .experiments import make_experiment
+from .model import EnsembleTransformer, ModelConfig
+from .store import ResultsStore, config_hash, provenance
+from .targets import make_target
+from .train import TrainConfig, train_ensemble
+
+__all__ = ["run_experiment", "default_device", "build_model", "group_runs", "DEFAULT_ROOT"]
+
+DEFAULT_ROOT = Path("runs")
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str) -> str:
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but no CUDA device is available; use --device cpu")
+        return device
+    raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
+
+
+def build_model(run: dict, members: int, seeds, device) -> tuple:
+    target = make_target(run["target"], **run["target_params"])
+    m = run["model"]
+    cfg = ModelConfig(d=target.d, T=run["T"], heads=tuple(m["heads"]), E=m["E"], ffn=m["ffn"],
+                      out_dim=target.out_dim, pe=m["pe"], activation=m["activation"],
+                      layernorm=m["layernorm"], head_dim=m["head_dim"])
+    return target, EnsembleTransformer(cfg, members=members, seeds=seeds, device=device)
+
+
+def group_runs(runs: list[dict]) -> list[list[dict]]:
+    """Runs equal but for the seed form one ensemble."""
+    groups = defaultdict(list)
+    for run in runs:
+        key = json.dumps({k: v for k, v in run.items() if k != "seed"}, sort_keys=True)
+        groups[key].append(run)
+    return list(groups.values())
+
+
+def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] = None,
+                   out: Optional[Path] = None, device: Optional[str] = None, progress: bool = True,
+                   retry_failed: bool = False, log: Callable = print) -> dict:
+    """Run (or resume) an experiment; returns a summary with the store's records for it."""
+    exp = make_experiment(name, profile, overrides)
+    device = check_device(device or default_device())
+    store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)
+    store.ensure_writable()
+    runs = exp.runs()
+    todo, skipped = [], 0
+    for run in runs:
+        rec = store.get(config_hash(run))
+        if rec is not None and (rec["status"] == "done" or not retry_failed):
+            skipped += 1
+        else:
+            todo.append(run)
+    for problem in store.problems:
+        log(f"warning: {problem}")
+    groups = group_runs(todo)
+    log(f"{name} [{profile}] on {device}: {len(runs)} runs, {skipped} already recorded, "
+        f"{len(todo)} to train in {len(groups)} ensemble(s) -> {store.root}")
+    for group in tqdm(groups, disable=not progress, desc=name):
+        seeds = [r["seed"] for r in group]
+        target, model = build_model(group[0], len(group), seeds, device)
+        tcfg = TrainConfig(**group[0]["train"])
+        start = time.perf_counter()
+        results = train_ensemble(model, target, seeds, tcfg, progress=progress)
+        wall = time.perf_counter() - start
+        prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3))
+        for run, res in zip(group, results):
+            record = {"config": run, "config_hash": config_hash(run), "status": res["status"],
+                      "metrics": {"best_val_nmse": res["best_val_nmse"], "final_train_nmse": res["final_train_nmse"],
+                                  "steps": res["steps"]},
+                      "curve": res["curve"], "parameters": model.parameter_counts(),
+                      "provenance": {**prov, "seed": run["seed"], "steps": res["steps"]}}
+            if res["status"] != "done":
+                record["error"] = res["error"]
+                log(f"failed: {run['label']} T={run['T']} seed={run['seed']}: {res['error']}")
+            store.write(record)
+    hashes = {config_hash(r) for r in runs}
+    records = [r for r in store.records() if r["config_hash"] in hashes]
+    return {"experiment": name, "profile": profile, "device": device, "store": str(store.root),
+            "runs": len(runs), "skipped": skipped, "trained": len(todo), "records": records}

@@ -1,0 +1,151 @@
+"""Results are data: one JSON record per run, keyed by the hash of its full config (seed included),
+written atomically (temp file + fsync + rename), with provenance. Nothing is ever unpickled.
+
+A record holds ``config``, ``config_hash``, ``status`` (``done`` / ``failed``), ``metrics``
+(``best_val_nmse``, ``final_train_nmse``, ``steps``), ``provenance`` and, for failures, ``error``.
+A file that does not parse, whose hash does not match its config, or that lacks a field is
+reported and treated as missing, so the run is done again; it is never used.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from . import __version__
+
+__all__ = ["config_hash", "provenance", "ResultsStore", "RecordProblem", "REQUIRED"]
+
+REQUIRED = ("config", "config_hash", "status", "metrics", "provenance")
+
+
+def config_hash(config: dict) -> str:
+    """sha256 of the canonical JSON of ``config`` (sorted keys), first 16 hex digits."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(device: str = "cpu", **extra) -> dict:
+    """Package version and git commit, torch version, device name, host, date."""
+    try:
+        import torch
+        torch_version = torch.__version__
+        device_name = torch.cuda.get_device_name(0) if str(device).startswith("cuda") else platform.processor() or "cpu"
+    except ImportError:  # pragma: no cover - the engine alone has no torch
+        torch_version, device_name = None, "cpu"
+    return {"package": "infoflow", "version": __version__, "git_commit": _git_commit(),
+            "torch": torch_version, "device": str(device), "device_name": device_name,
+            "python": platform.python_version(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra}
+
+
+@dataclass
+class RecordProblem:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class ResultsStore:
+    """A folder of records ``<root>/<config_hash>.json``."""
+
+    root: Path
+    problems: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+
+    def path(self, h: str) -> Path:
+        return self.root / f"{h}.json"
+
+    def ensure_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-", delete=True)
+            probe.close()
+        except OSError as err:
+            raise PermissionError(f"output folder {self.root} is not writable: {err.strerror or err}") from None
+
+    def write(self, record: dict) -> Path:
+        """Atomically write ``record`` (temp file in the same folder, fsync, rename, fsync folder)."""
+        missing = [k for k in REQUIRED if k not in record]
+        if missing:
+            raise ValueError(f"record lacks {missing}")
+        if record["config_hash"] != config_hash(record["config"]):
+            raise ValueError("record config_hash does not match its config")
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
+        final = self.path(record["config_hash"])
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{final.stem}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        dir_fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return final
+
+    def read(self, path: Path) -> Optional[dict]:
+        """A valid record, or None (the problem is appended to ``self.problems``)."""
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            self.problems.append(RecordProblem(str(path), f"unreadable or truncated ({type(err).__name__}); will re-run"))
+            return None
+        if not isinstance(record, dict) or any(k not in record for k in REQUIRED):
+            self.problems.append(RecordProblem(str(path), f"missing fields {[k for k in REQUIRED if k not in (record or {})]}; will re-run"))
+            return None
+        if record["config_hash"] != config_hash(record["config"]) or Path(path).stem != record["config_hash"]:
+            self.problems.append(RecordProblem(str(path), "hash does not match its config; will re-run"))
+            return None
+        if record["status"] not in ("done", "failed"):
+            self.problems.append(RecordProblem(str(path), f"unknown status {record['status']!r}; will re-run"))
+            return None
+        version = record["provenance"].get("version")
+        if version != __version__:
+            self.problems.append(RecordProblem(str(path), f"written by infoflow {version}, this is {__version__}; will re-run"))
+            return None
+        return record
+
+    def get(self, h: str) -> Optional[dict]:
+        p = self.path(h)
+        return self.read(p) if p.exists() else None
+
+    def records(self) -> list[dict]:
+        """Every valid record in the folder (problems collected in ``self.problems``)."""
+        if not self.root.exists():
+            return []
+        return [r for p in sorted(self.root.glob("*.json")) if (r := self.read(p)) is not None]
+
+    def finished(self, hashes: Iterable[str]) -> set:
+        return {h for h in hashes if self.get(h) is not None}

@@ -1,0 +1,168 @@
+"""Results store and runner: atomic records, corrupt/foreign records re-run, resume after SIGKILL with
+every record present once, ensemble member == lone run, failures recorded, CLI errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from infoflow import __version__
+from infoflow.model import EnsembleTransformer, ModelConfig
+from infoflow.runner import group_runs, run_experiment
+from infoflow.store import ResultsStore, config_hash, provenance
+from infoflow.targets import IntrinsicDimension
+from infoflow.train import TrainConfig, train_ensemble
+
+TINY = ["train.steps=20", "train.batch=32", "train.n_val=64", "train.eval_every=10", "ffn=16", "E=12"]
+
+
+def tiny(**extra):
+    from infoflow.experiments import parse_sets
+    return parse_sets(TINY + [f"{k}={v}" for k, v in extra.items()])
+
+
+def record(cfg):
+    return {"config": cfg, "config_hash": config_hash(cfg), "status": "done",
+            "metrics": {"best_val_nmse": 0.1, "final_train_nmse": 0.2, "steps": 3}, "provenance": provenance()}
+
+
+def test_config_hash_is_canonical():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1, "seed": 0}) != config_hash({"a": 1, "seed": 1})
+
+
+def test_write_read_and_problems(tmp_path):
+    store = ResultsStore(tmp_path)
+    r = record({"x": 1})
+    path = store.write(r)
+    assert store.get(r["config_hash"]) == json.loads(path.read_text())
+    assert not list(tmp_path.glob(".*.tmp"))
+    # truncated
+    path.write_text(path.read_text()[:40])
+    assert store.get(r["config_hash"]) is None and "truncated" in str(store.problems[-1])
+    # wrong hash
+    bad = record({"x": 2})
+    bad["config"]["x"] = 3
+    (tmp_path / f"{bad['config_hash']}.json").write_text(json.dumps(bad))
+    assert store.get(bad["config_hash"]) is None and "hash does not match" in str(store.problems[-1])
+    # another package version
+    old = record({"x": 4})
+    old["provenance"]["version"] = "0.0.1"
+    (tmp_path / f"{old['config_hash']}.json").write_text(json.dumps(old))
+    assert store.get(old["config_hash"]) is None and "written by infoflow 0.0.1" in str(store.problems[-1])
+    with pytest.raises(ValueError, match="does not match"):
+        store.write({**record({"x": 5}), "config_hash": "0" * 16})
+    with pytest.raises(ValueError, match="lacks"):
+        store.write({"config": {}})
+
+
+def test_nan_is_never_written(tmp_path):
+    r = record({"x": 1})
+    r["metrics"]["best_val_nmse"] = float("nan")
+    with pytest.raises(ValueError):
+        ResultsStore(tmp_path).write(r)
+
+
+def test_runner_skips_finished_and_reruns_corrupt(tmp_path):
+    s1 = run_experiment("specific-position", "quick", tiny(), out=tmp_path, progress=False, log=lambda m: None)
+    assert s1["trained"] == 2 and len(s1["records"]) == 2
+    assert all(r["provenance"]["version"] == __version__ and r["provenance"]["torch"] for r in s1["records"])
+    s2 = run_experiment("specific-position", "quick", tiny(), out=tmp_path, progress=False, log=lambda m: None)
+    assert s2["trained"] == 0 and s2["skipped"] == 2
+    victim = sorted(tmp_path.glob("*.json"))[0]
+    victim.write_text("{\"config\": ")
+    logs = []
+    s3 = run_experiment("specific-position", "quick", tiny(), out=tmp_path, progress=False, log=logs.append)
+    assert s3["trained"] == 1 and len(s3["records"]) == 2
+    assert any("truncated" in m for m in logs)
+
+
+def test_groups_are_runs_equal_but_for_seed():
+    from infoflow.experiments import make_experiment
+    runs = make_experiment("intrinsic-dimension", "quick", tiny()).runs()
+    groups = group_runs(runs)
+    assert len(groups) == len(runs) // 2 and all(len({r["seed"] for r in g}) == 2 for g in groups)
+
+
+def test_ensemble_member_trains_like_the_run_alone():
+    cfg = ModelConfig(d=4, T=6, heads=(2, 2), E=8, ffn=16)
+    tc = TrainConfig(steps=30, batch=32, n_val=64, eval_every=10, n_train=64)
+    target = IntrinsicDimension(D=2)
+    ens = train_ensemble(EnsembleTransformer(cfg, members=2, seeds=[3, 4]), target, [3, 4], tc)
+    alone = train_ensemble(EnsembleTransformer(cfg, members=1, seeds=[4]), target, [4], tc)
+    assert ens[1]["best_val_nmse"] == pytest.approx(alone[0]["best_val_nmse"], rel=1e-4)
+    for (s1, v1), (s2, v2) in zip(ens[1]["curve"], alone[0]["curve"]):
+        assert s1 == s2 and v1 == pytest.approx(v2, rel=1e-4)
+
+
+def test_diverged_runs_are_recorded_failed_and_the_sweep_goes_on(tmp_path):
+    s = run_experiment("specific-position", "quick", tiny(**{"train.lr": 1e30, "train.grad_clip": 1e30}),
+                       out=tmp_path, progress=False, log=lambda m: None)
+    assert len(s["records"]) == 2
+    failed = [r for r in s["records"] if r["status"] == "failed"]
+    assert failed and all(r["error"] for r in failed)
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "infoflow.cli", *args], capture_output=True, text=True, **kw)
+
+
+def test_resume_after_sigkill(tmp_path):
+    args = [sys.executable, "-m", "infoflow.cli", "run", "depth-separation", "--out", str(tmp_path), "--quiet",
+            "--set", "train.steps=40", "--set", "train.eval_every=20", "--set", "train.batch=64",
+            "--set", "train.n_val=128"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.glob("*.json"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(list(tmp_path.glob("*.json")))
+    assert 0 < n_before < 12, "the sweep should be killed midway"
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 12
+    store = ResultsStore(tmp_path)
+    records = store.records()
+    assert len(records) == 12 and not store.problems
+    assert len({r["config_hash"] for r in records}) == 12
+    assert f"{12 - n_before} trained now" in r.stdout
+
+
+@pytest.mark.parametrize("args,field", [
+    (["run", "nope"], "unknown experiment"),
+    (["run", "intrinsic-dimension", "--profile", "fast"], "unknown profile"),
+    (["run", "intrinsic-dimension", "--set", "foo=1"], "unknown key 'foo'"),
+    (["run", "intrinsic-dimension", "--set", "E=-4"], "E: Input should be greater than 0"),
+    (["run", "intrinsic-dimension", "--set", "E=25"], "must be divisible"),
+    (["run", "intrinsic-dimension", "--set", "train.steps=0"], "train.steps"),
+    (["run", "intrinsic-dimension", "--device", "tpu"], "device must be"),
+    (["run"], "EXPERIMENT is required"),
+])
+def test_run_bad_config_one_line_exit_2(args, field):
+    r = cli(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in r.stderr
+
+
+def test_unwritable_output(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):      # root ignores permissions: use a path under a file instead
+            ro = tmp_path / "file"
+            ro.write_text("x")
+            ro = ro / "sub"
+        r = cli("run", "specific-position", "--out", str(ro), "--quiet")
+        assert r.returncode == 2 and "not writable" in r.stderr
+        assert not list(Path(tmp_path).rglob("*.json"))
+    finally:
+        os.chmod(tmp_path / "ro", 0o700)
