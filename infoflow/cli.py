@@ -90,7 +90,7 @@ def predict(
 @app.command()
 def run(
     experiment: Optional[str] = typer.Argument(None, help="experiment name (see --list)"),
-    profile: str = typer.Option("quick", help="quick (CPU, minutes) or paper (SPEC §8, one GPU)"),
+    profile: str = typer.Option("quick", help="quick (CPU, minutes), cpu (largest scale for a 2-core CPU) or paper (SPEC §8, one GPU)"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda[:N] (default: cuda when present)"),
     out: Optional[str] = typer.Option(None, help="results folder (default runs/EXPERIMENT/PROFILE)"),
     sets: list[str] = typer.Option([], "--set", help="override a config key: key=value (e.g. train.steps=200)"),

@@ -58,6 +58,11 @@ class Experiment(BaseModel):
     def variants(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def measure(self, model, target, T: int, phase: str) -> Optional[list]:
+        """Extra per-member measurements stored in the records, at ``phase`` "init" (before
+        training) and "trained". None: nothing to measure."""
+        return None
+
     def model(self, heads, E, **kw) -> dict:
         return {"heads": list(heads), "E": E, "ffn": self.ffn, "activation": self.activation, "pe": "none",
                 "layernorm": False, "head_dim": None, **kw}
@@ -86,6 +91,8 @@ class IntrinsicDimension(Experiment):
     ffn: PositiveInt = 240
     profiles: ClassVar[dict] = {
         "paper": {},
+        "cpu": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1],
+                "train": {"steps": 6000, "batch": 128, "n_val": 2048, "eval_every": 200, "n_train": None}},
         "quick": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 64, "seeds": [0, 1],
                   "train": {"steps": 600, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
     }
@@ -106,6 +113,8 @@ class TriangleCenter(Experiment):
     sizes: list[tuple[PositiveInt, PositiveInt, PositiveInt]] = [(2, 2, 24), (4, 4, 24), (4, 4, 48)]
     profiles: ClassVar[dict] = {
         "paper": {},
+        "cpu": {"Ts": [4, 8, 16], "seeds": [0, 1],
+                "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100, "n_train": None}},
         "quick": {"Ts": [4, 8, 16], "seeds": [0, 1], "ffn": 64,
                   "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
     }
@@ -126,6 +135,8 @@ class DepthSeparation(Experiment):
     configs: list[list[PositiveInt]] = [[1], [2], [4], [1, 1]]
     profiles: ClassVar[dict] = {
         "paper": {},
+        "cpu": {"Ts": [4, 8, 16], "seeds": [0, 1], "ffn": 64, "E": 16,
+                "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100}},
         "quick": {"Ts": [4, 8, 16], "seeds": [0], "ffn": 64, "E": 16,
                   "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
     }
@@ -148,6 +159,8 @@ class KthLargest(Experiment):
     E: PositiveInt = 32
     profiles: ClassVar[dict] = {
         "paper": {},
+        "cpu": {"Ts": [4, 8, 16, 32], "seeds": [0, 1], "ffn": 64, "E": 16,
+                "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100}},
         "quick": {"Ts": [4, 8, 16], "seeds": [0], "ffn": 64, "E": 16,
                   "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
     }
@@ -171,10 +184,21 @@ class Probes(Experiment):
     configs: list[tuple[PositiveInt, PositiveInt]] = [(5, 5), (5, 6), (6, 5), (6, 6), (7, 6), (7, 7)]
     profiles: ClassVar[dict] = {
         "paper": {},
+        "cpu": {"T": 12, "seeds": [0], "ffn": 64, "E": 32, "head_dim": 4,
+                "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100, "lr": 3e-3}},
         "quick": {"T": 12, "seeds": [0], "ffn": 64, "E": 32, "head_dim": 4, "configs": [(5, 5), (6, 6)],
                   "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
     }
     train: TrainSpec = TrainSpec(steps=10000, batch=256, n_val=4096, eval_every=250)
+
+    def measure(self, model, target, T, phase):
+        import torch
+        from .probes import recovery_errors
+        g = torch.Generator(device=next(model.parameters()).device).manual_seed(20260517)
+        X = target.sample_inputs(g, 2048, T)[None].expand(model.M, -1, -1, -1)
+        argmax, second = recovery_errors(model, X, rank=1), recovery_errors(model, X, rank=2)
+        return [{f"recovery_argmax_{phase}": a.tolist(), f"recovery_second_{phase}": b.tolist()}
+                for a, b in zip(argmax, second)]
 
     def variants(self):
         for h1, h2 in self.configs:
@@ -190,6 +214,9 @@ class SpecificPosition(Experiment):
     pes: list[Literal["additive", "none"]] = ["additive", "none"]
     profiles: ClassVar[dict] = {
         "paper": {},
+        "cpu": {"seeds": [0, 1], "ffn": 64,
+                "train": {"steps": 4000, "batch": 128, "n_train": 10000, "n_val": 2000, "eval_every": 100,
+                          "lr": 3e-3, "tail_steps": 400}},
         "quick": {"seeds": [0], "ffn": 64,
                   "train": {"steps": 1500, "batch": 128, "n_train": 10000, "n_val": 2000, "eval_every": 100,
                             "lr": 3e-3, "tail_steps": 200}},
@@ -198,6 +225,17 @@ class SpecificPosition(Experiment):
     train: TrainSpec = TrainSpec(steps=156000, batch=128, n_train=10000, n_val=2000, eval_every=1000,
                                  tail_steps=15600, tail_lr=1e-4)
 
+    def measure(self, model, target, T, phase):
+        if phase != "trained":
+            return None
+        import torch
+        g = torch.Generator(device=next(model.parameters()).device).manual_seed(20260517)
+        X = target.sample_inputs(g, 1024, T)[None].expand(model.M, -1, -1, -1)
+        with torch.no_grad():
+            _, rec = model(X, record=True)
+        cls = rec[0]["attention"][:, :, 0, 0, :]          # (M, B, T+1): CLS query, head 1
+        return [{"cls_attention_mean": c.mean(0).tolist(), "cls_attention_samples": c[:8].tolist()} for c in cls]
+
     def variants(self):
         for pe in self.pes:
             yield f"pe={pe}", {"d": 2}, self.T, self.model([1], self.E, pe=pe, layernorm=True)
@@ -205,7 +243,7 @@ class SpecificPosition(Experiment):
 
 EXPERIMENTS: dict[str, type[Experiment]] = {
     c.name: c for c in (DepthSeparation, KthLargest, Probes, SpecificPosition, IntrinsicDimension, TriangleCenter)}
-PROFILES = ("quick", "paper")
+PROFILES = ("quick", "cpu", "paper")   # cpu: the largest scale that fits a 2-core CPU (our choice)
 
 
 def _merge(base: dict, over: dict) -> dict:

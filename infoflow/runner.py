@@ -82,9 +82,11 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
         seeds = [r["seed"] for r in group]
         target, model = build_model(group[0], len(group), seeds, device)
         tcfg = TrainConfig(**group[0]["train"])
+        before = exp.measure(model, target, group[0]["T"], "init")
         start = time.perf_counter()
         results = train_ensemble(model, target, seeds, tcfg, progress=progress)
         wall = time.perf_counter() - start
+        after = exp.measure(model, target, group[0]["T"], "trained")
         prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3))
         for run, res in zip(group, results):
             record = {"config": run, "config_hash": config_hash(run), "status": res["status"],
@@ -92,6 +94,12 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
                                   "steps": res["steps"]},
                       "curve": res["curve"], "parameters": model.parameter_counts(),
                       "provenance": {**prov, "seed": run["seed"], "steps": res["steps"]}}
+            extras = {}
+            for measured in (before, after):
+                if measured is not None:
+                    extras.update(measured[group.index(run)])
+            if extras:
+                record["measurements"] = extras
             if res["status"] != "done":
                 record["error"] = res["error"]
                 log(f"failed: {run['label']} T={run['T']} seed={run['seed']}: {res['error']}")
