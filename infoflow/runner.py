@@ -6,6 +6,7 @@ are written atomically and keyed by config hash, so a run either has its complet
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -46,6 +47,17 @@ def build_model(run: dict, members: int, seeds, device) -> tuple:
                       out_dim=target.out_dim, pe=m["pe"], activation=m["activation"],
                       layernorm=m["layernorm"], head_dim=m["head_dim"])
     return target, EnsembleTransformer(cfg, members=members, seeds=seeds, device=device)
+
+
+def finite_or_none(obj):
+    """Replace NaN/inf anywhere in nested lists/dicts by None (records are strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
 
 
 def group_runs(runs: list[dict]) -> list[list[dict]]:
@@ -99,7 +111,7 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
                 if measured is not None:
                     extras.update(measured[group.index(run)])
             if extras:
-                record["measurements"] = extras
+                record["measurements"] = finite_or_none(extras)
             if res["status"] != "done":
                 record["error"] = res["error"]
                 log(f"failed: {run['label']} T={run['T']} seed={run['seed']}: {res['error']}")
