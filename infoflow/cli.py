@@ -120,6 +120,51 @@ def run(
                f"{summary['skipped']} skipped -> {summary['store']}")
 
 
+@app.command()
+def reproduce(
+    profile: str = typer.Option("quick", help="quick, cpu or paper"),
+    executor: str = typer.Option("local", help="local (this machine)"),
+    only: list[str] = typer.Option([], "--only", help="run only these experiments (repeatable)"),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda[:N]"),
+    figures: bool = typer.Option(False, "--figures", help="also re-execute every chapter (regenerates the figures)"),
+    quiet: bool = typer.Option(False, "--quiet"),
+):
+    """Run every experiment of the book, then write its tables and data/MANIFEST.json."""
+    from .experiments import ConfigError
+    from .reproduce import reproduce as _reproduce
+    if executor != "local":
+        fail(f"--executor {executor!r} is not available in this version; allowed: local")
+    try:
+        out = _reproduce(profile, only or None, device=device, figures=figures, progress=not quiet,
+                         log=lambda m: typer.echo(m, err=True))
+    except (ConfigError, ValueError, PermissionError, FileNotFoundError) as err:
+        fail(str(err))
+    for name, s in out["experiments"].items():
+        typer.echo(f"{name:20s} {s['runs']} runs ({s['trained']} trained now, {s['skipped']} recorded)")
+    typer.echo(f"manifest: {out['manifest']}")
+
+
+@app.command()
+def results(
+    experiment: str = typer.Argument(..., help="experiment name"),
+    profile: Optional[str] = typer.Option(None, help="profile (default: the largest with records)"),
+    root: Optional[str] = typer.Option(None, "--dir", help="results root (default data/)"),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json"),
+):
+    """Aggregate an experiment's records over seeds (mean, std, best)."""
+    from .experiments import EXPERIMENTS
+    from .results import aggregate, best_profile, format_rows, load_records
+    if experiment not in EXPERIMENTS:
+        fail(f"unknown experiment {experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
+    if fmt not in ("table", "csv", "json"):
+        fail(f"--format must be table, csv or json; got {fmt!r}")
+    profile = profile or best_profile(experiment, root)
+    records = load_records(experiment, profile, root) if profile else []
+    if not records:
+        fail(f"no records for {experiment} (profile {profile}); run: infoflow run {experiment}")
+    typer.echo(format_rows(aggregate(records), fmt))
+
+
 @app.callback()
 def _root():
     """InfoFlow book tools."""

@@ -138,6 +138,13 @@ PROFILES: dict[str, ComparisonProfile] = {
         noc_lower=lambda p: P([0, -1, 1]) / 2 - 1, noc_upper=lambda p: P([0, -1, 1]) / 2 - 1,
         trees=_depth_trees,
         source="ours, by the argument of App. D.1: one tree over the C(T,2) unordered pairs of distinct tokens"),
+    "pair-center": ComparisonProfile(
+        "pair-center", 2, 2,
+        noc_lower=lambda p: P([0, 1, 1]) / 2 - 1, noc_upper=lambda p: P([0, 1, 1]) / 2 - 1,
+        trees=lambda T, params, target: [TreeOfComparison.from_leaves(
+            [(s, t) for s in range(1, T + 1) for t in range(s, T + 1)],
+            key=lambda X, I: float(np.linalg.norm(X[I[0] - 1] + X[I[1] - 1])), mode="min")],
+        source="ours (beyond the paper): one tree over the T(T+1)/2 unordered pairs with repetition"),
     "first-three-sum": ComparisonProfile(
         "first-three-sum", 1, 1,
         noc_lower=lambda p: P([0]), noc_upper=lambda p: P([0]),

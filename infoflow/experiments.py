@@ -92,7 +92,7 @@ class IntrinsicDimension(Experiment):
     profiles: ClassVar[dict] = {
         "paper": {},
         "cpu": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1],
-                "train": {"steps": 6000, "batch": 128, "n_val": 2048, "eval_every": 200, "n_train": None}},
+                "train": {"steps": 15000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None}},
         "quick": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 64, "seeds": [0, 1],
                   "train": {"steps": 600, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
     }
@@ -126,12 +126,19 @@ class TriangleCenter(Experiment):
                 yield f"({h1},{h2}),E={E}", {}, T, self.model((h1, h2), E)
 
 
+class PairCenter(TriangleCenter):
+    name: ClassVar[str] = "pair-center"
+    description: ClassVar[str] = "Beyond the paper: min ||x_s + x_t|| (Order 2), the triangle-center sizes across T"
+    target: ClassVar[str] = "pair-center"
+
+
 class DepthSeparation(Experiment):
     name: ClassVar[str] = "depth-separation"
     description: ClassVar[str] = "Thm 1: one-layer (h = 1, 2, 4) vs two-layer one-head models on eq. 8 across T"
     target: ClassVar[str] = "depth-separation"
     Ts: list[PositiveInt] = [4, 8, 16, 32]
     E: PositiveInt = 32
+    d: PositiveInt = 8   # DEFAULT: on the circle (d = 2) min x_s.x_t is ≈ −1 with variance ~1e-4 at T = 32
     configs: list[list[PositiveInt]] = [[1], [2], [4], [1, 1]]
     profiles: ClassVar[dict] = {
         "paper": {},
@@ -146,7 +153,7 @@ class DepthSeparation(Experiment):
         for T in self.Ts:
             for heads in self.configs:
                 label = f"{len(heads)} layer, h={heads[0]}" if len(heads) == 1 else "2 layers, 1 head each"
-                yield label, {"d": 2}, T, self.model(heads, self.E)
+                yield label, {"d": self.d}, T, self.model(heads, self.E)
 
 
 class KthLargest(Experiment):
@@ -242,7 +249,8 @@ class SpecificPosition(Experiment):
 
 
 EXPERIMENTS: dict[str, type[Experiment]] = {
-    c.name: c for c in (DepthSeparation, KthLargest, Probes, SpecificPosition, IntrinsicDimension, TriangleCenter)}
+    c.name: c for c in (DepthSeparation, KthLargest, Probes, SpecificPosition, IntrinsicDimension, TriangleCenter,
+                        PairCenter)}
 PROFILES = ("quick", "cpu", "paper")   # cpu: the largest scale that fits a 2-core CPU (our choice)
 
 

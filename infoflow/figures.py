@@ -17,7 +17,23 @@ matplotlib.rcParams["svg.fonttype"] = "none"
 FIGURE_DIR = Path(os.environ.get("INFOFLOW_FIGURE_DIR", Path(__file__).resolve().parent.parent / "book" / "figures"))
 FORMATS = ("pdf", "svg", "png")
 
-__all__ = ["save_figure", "caption", "FIGURE_DIR", "plot_information_flow"]
+__all__ = ["save_figure", "caption", "FIGURE_DIR", "plot_information_flow", "plot_seed_spread"]
+
+
+def plot_seed_spread(ax, rows, x: str, series: str = "label", logy: bool = True, markers="osD^v<>"):
+    """One line per ``series`` of the mean over seeds against ``x``, a band from the best to the
+    worst seed. ``rows`` come from :func:`infoflow.results.aggregate`."""
+    names = list(dict.fromkeys(r[series] for r in rows))
+    for i, name in enumerate(names):
+        rs = sorted((r for r in rows if r[series] == name and r["mean"] is not None), key=lambda r: r[x])
+        xs = [r[x] for r in rs]
+        line, = ax.plot(xs, [r["mean"] for r in rs], marker=markers[i % len(markers)], label=str(name))
+        ax.fill_between(xs, [r["best"] for r in rs], [r["worst"] for r in rs], color=line.get_color(), alpha=0.2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.legend(fontsize=8)
+    return ax
 
 
 def caption(text: str, profile: str, seeds: Sequence[int] | str | None = None, device: str = "cpu") -> str:

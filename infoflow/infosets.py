@@ -26,7 +26,8 @@ import numpy as np
 
 __all__ = [
     "Visible", "MaxPosition", "GlobalAggregation", "SpecificPosition", "InfoFlowModel", "Trace",
-    "active_index_set", "learns", "LearnReport", "bilinear_score", "within_key_score",
+    "active_index_set", "learns", "LearnReport", "bilinear_score", "within_key_score", "pair_score",
+    "within_key_pair_score",
     "linear_score", "self_score", "token_score", "initial_sets",
 ]
 
@@ -230,29 +231,43 @@ def _masked_max(values: np.ndarray, mask: np.ndarray, axes) -> np.ndarray:
     return np.where(mask, values, -np.inf).max(axis=axes)
 
 
-def bilinear_score(A) -> Score:
-    """σ(X_{I_t}, X_{I_s}) = max_{a ∈ I_t, b ∈ I_s} x_aᵀ A x_b (x_tᵀ A x_s on singletons)."""
-    A = np.asarray(A, dtype=float)
+def pair_score(f) -> Score:
+    """σ(X_{I_t}, X_{I_s}) = max_{a ∈ I_t, b ∈ I_s} f(x_a, x_b); ``f`` broadcasts over leading axes
+    of two (..., d) arrays. On singletons: f(x_t, x_s)."""
 
     def score(q: Visible, k: Visible) -> np.ndarray:
-        v = np.einsum("qad,de,kbe->qkab", q.tokens, A, k.tokens)
+        v = f(q.tokens[:, None, :, None, :], k.tokens[None, :, None, :, :])
         m = q.mask[:, None, :, None] & k.mask[None, :, None, :]
         return _masked_max(v, m, (2, 3))
 
     return score
 
 
-def within_key_score(A) -> Score:
-    """σ(·, X_{I_s}) = max_{a, b ∈ I_s} x_aᵀ A x_b: the best pair already inside the key's set."""
-    A = np.asarray(A, dtype=float)
+def within_key_pair_score(f) -> Score:
+    """σ(·, X_{I_s}) = max_{a, b ∈ I_s} f(x_a, x_b): the best pair already inside the key's set."""
 
     def score(q: Visible, k: Visible) -> np.ndarray:
-        v = np.einsum("kad,de,kbe->kab", k.tokens, A, k.tokens)
+        v = f(k.tokens[:, :, None, :], k.tokens[:, None, :, :])
         m = k.mask[:, :, None] & k.mask[:, None, :]
         row = _masked_max(v, m, (1, 2))
         return np.broadcast_to(row, (q.tokens.shape[0], row.shape[0]))
 
     return score
+
+
+def _bilinear(A):
+    A = np.asarray(A, dtype=float)
+    return lambda a, b: np.einsum("...d,de,...e->...", a, A, b)
+
+
+def bilinear_score(A) -> Score:
+    """σ(X_{I_t}, X_{I_s}) = max_{a ∈ I_t, b ∈ I_s} x_aᵀ A x_b (x_tᵀ A x_s on singletons)."""
+    return pair_score(_bilinear(A))
+
+
+def within_key_score(A) -> Score:
+    """σ(·, X_{I_s}) = max_{a, b ∈ I_s} x_aᵀ A x_b."""
+    return within_key_pair_score(_bilinear(A))
 
 
 def linear_score(a) -> Score:

@@ -18,15 +18,15 @@ import numpy as np
 from .comparison import (asymptotically_at_least, comparison_profile, leading_term, model_noc,
                          model_noc_poly)
 from .infosets import (GlobalAggregation, InfoFlowModel, MaxPosition, SpecificPosition,
-                       bilinear_score, learns, linear_score, self_score, token_score,
-                       within_key_score)
+                       bilinear_score, learns, linear_score, pair_score, self_score, token_score,
+                       within_key_pair_score, within_key_score)
 from .targets import Target, make_target
 
-__all__ = ["Construction", "Prediction", "constructions_for", "predict", "PREDICT_TARGETS",
+__all__ = ["Construction", "Prediction", "constructions_for", "predict", "PREDICT_TARGETS", "prop1_model",
            "DEFAULT_EMBED", "validate_architecture"]
 
 PREDICT_TARGETS = ("intrinsic-dimension", "triangle-center", "d-retrieval", "depth-separation",
-                   "first-three-sum")
+                   "first-three-sum", "pair-center")
 DEFAULT_EMBED = 60  # DEFAULT (SPEC §8, C.4: total E = 60); only scales the cost exponent
 
 
@@ -83,6 +83,15 @@ def constructions_for(target: Target, heads: Sequence[int], pe: bool = False) ->
                 InfoFlowModel(_with_last(heads, [MaxPosition(within_key_score(-np.eye(target.d)))],
                                          {0: [MaxPosition(bilinear_score(-np.eye(target.d)))]}), pe),
                 "App. A.1 (second part) and App. E, eqs. 65–67"))
+    elif name == "pair-center":
+        if L >= 2:
+            def neg_norm(a, b):
+                return -np.linalg.norm(a + b, axis=-1)
+            out.append(Construction(
+                "pairwise two-stage: layer 1 retrieves argmin_s ‖x_t + x_s‖, the CLS retrieves the smallest pair",
+                InfoFlowModel(_with_last(heads, [MaxPosition(within_key_pair_score(neg_norm))],
+                                         {0: [MaxPosition(pair_score(neg_norm))]}), pe),
+                "ours (beyond the paper), as Thm 1 / App. E"))
     elif name == "d-retrieval":
         a, D = target.a, target.D
         if heads[-1] >= D:
@@ -247,3 +256,13 @@ def predict(target: str, T: int, heads: Sequence[int], embed: Sequence[int] | in
         learns_fraction=rep.covered / rep.n, uses_global=rep.uses_global,
         cost_exponent=rep.max_cost_exponent, efficient=bool(step1 and not rep.uses_global),
         min_heads=min_heads, reason=reason)
+
+
+def prop1_model(target: Target, heads: Sequence[int], pe: bool = False) -> InfoFlowModel:
+    """The App. B.1 construction (eqs. 49–50) with as many of the D matrices as each layer has heads:
+    layer 1 head i retrieves argmax_s x_tᵀA_i x_s (i ≤ h₁), CLS head i retrieves the best pair of A_i
+    (i ≤ h_L); other layers pass through. With h₁ = h_L = D it is Prop. 1's model; with fewer heads
+    it shows what breaks."""
+    A = target.A
+    return InfoFlowModel(_with_last(heads, [MaxPosition(within_key_score(a)) for a in A[: heads[-1]]],
+                                    {0: [MaxPosition(bilinear_score(a)) for a in A[: heads[0]]]}), pe)

@@ -20,7 +20,7 @@ from .backend import array_namespace, as_array, normal, uniform
 
 __all__ = [
     "Target", "DepthSeparation", "KthLargest", "DRetrieval", "IntrinsicDimension",
-    "TriangleCenter", "FirstThreeSum", "TARGETS", "make_target",
+    "TriangleCenter", "PairCenter", "FirstThreeSum", "TARGETS", "make_target",
 ]
 
 
@@ -179,6 +179,25 @@ class TriangleCenter(Target):
 
 
 @dataclass(frozen=True)
+class PairCenter(Target):
+    """Ours (beyond the paper): F(X) = min_{s,t} ‖x_s + x_t‖ (repetition allowed), the pairwise
+    analogue of eq. 7 (Order of Comparison 2); same input law as triangle-center."""
+
+    name: ClassVar[str] = "pair-center"
+    label: ClassVar[str] = "DEFAULT"
+    d: int = 2
+
+    def __call__(self, X):
+        xp = array_namespace(X)
+        G = xp.matmul(X, xp.matrix_transpose(X))
+        diag = xp.linalg.diagonal(G)
+        sq = diag[..., :, None] + diag[..., None, :] + 2 * G
+        return xp.sqrt(xp.clip(xp.min(xp.min(sq, axis=-1), axis=-1), min=0.0))
+
+    sample_inputs = TriangleCenter.sample_inputs
+
+
+@dataclass(frozen=True)
 class FirstThreeSum(Target):
     """Eq. 57: F(X) = x_1 + x_2 + x_3 (a vector in R^d), T = 10, x_t ~ N(0, I_2).
     FOUND in prose; T, d and law THIRD-PARTY. Needs positional encoding to be learned (App. C.3).
@@ -200,7 +219,7 @@ class FirstThreeSum(Target):
 
 TARGETS: dict[str, type[Target]] = {
     cls.name: cls for cls in (DepthSeparation, KthLargest, DRetrieval, IntrinsicDimension,
-                              TriangleCenter, FirstThreeSum)
+                              TriangleCenter, PairCenter, FirstThreeSum)
 }
 
 

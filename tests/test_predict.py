@@ -66,3 +66,11 @@ def test_json_fields():
 def test_bad_input(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         predict(**kwargs)
+
+
+def test_pair_center_is_easy_for_two_layers_unlike_triangle_center():
+    for T in (8, 32):
+        p = predict("pair-center", T, (2, 2), embed=24)
+        assert p.efficient and "pairwise two-stage" in p.construction
+        assert not predict("triangle-center", T, (2, 2), embed=24).efficient
+    assert not predict("pair-center", 32, (4,), embed=24).efficient

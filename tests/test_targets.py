@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from infoflow.targets import (DepthSeparation, DRetrieval, FirstThreeSum, IntrinsicDimension, KthLargest,
-                              TARGETS, TriangleCenter, make_target)
+                              PairCenter, TARGETS, TriangleCenter, make_target)
 
 
 def brute(target, X):
@@ -21,13 +21,15 @@ def brute(target, X):
         return sum(max(X[s] @ A @ X[t] for s in range(T) for t in range(T)) for A in target.A)
     if isinstance(target, TriangleCenter):
         return min(np.linalg.norm(X[a] + X[b] + X[c]) for a, b, c in itertools.product(range(T), repeat=3))
+    if isinstance(target, PairCenter):
+        return min(np.linalg.norm(X[a] + X[b]) for a, b in itertools.product(range(T), repeat=2))
     if isinstance(target, FirstThreeSum):
         return X[0] + X[1] + X[2]
     raise AssertionError(target)
 
 
 ALL = [DepthSeparation(), KthLargest(k=1), KthLargest(k=2), KthLargest(k=3), DRetrieval(D=3),
-       IntrinsicDimension(D=3), TriangleCenter(chunk=3), FirstThreeSum()]
+       IntrinsicDimension(D=3), TriangleCenter(chunk=3), PairCenter(), FirstThreeSum()]
 
 
 @pytest.mark.parametrize("target", ALL, ids=lambda t: f"{t.name}")

@@ -1,0 +1,109 @@
+"""Aggregate run records into tables: one row per (variant, T, target parameters), with mean, std,
+best and worst of the best validation NMSE over seeds, and the provenance the rows came from."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+from .store import ResultsStore
+
+__all__ = ["load_records", "aggregate", "format_rows", "DATA_DIR", "best_profile"]
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def load_records(experiment: str, profile: str, root: Optional[Path] = None, current: bool = True) -> list[dict]:
+    """Valid records of ``experiment`` under ``profile`` (``root``/experiment/profile, default data/).
+    With ``current`` only the records of the experiment's present config for that profile, so a
+    folder holding runs of an older config never mixes them into a table."""
+    from .experiments import make_experiment
+    from .store import config_hash
+    store = ResultsStore(Path(root or DATA_DIR) / experiment / profile)
+    records = store.records()
+    if current:
+        wanted = {config_hash(r) for r in make_experiment(experiment, profile).runs()}
+        records = [r for r in records if r["config_hash"] in wanted]
+    return records
+
+
+def best_profile(experiment: str, root: Optional[Path] = None, order=("paper", "cpu", "quick")) -> Optional[str]:
+    """The largest profile whose every run has a record in ``root`` (paper, then cpu, then quick);
+    a sweep still running (or killed midway) does not count."""
+    from .experiments import make_experiment
+    for p in order:
+        expected = len(make_experiment(experiment, p).runs())
+        if len(load_records(experiment, p, root)) == expected:
+            return p
+    return None
+
+
+def aggregate(records: Iterable[dict], metric: str = "best_val_nmse") -> list[dict]:
+    groups = defaultdict(list)
+    for r in records:
+        c = r["config"]
+        key = (c["label"], c["T"], json.dumps(c["target_params"], sort_keys=True))
+        groups[key].append(r)
+    rows = []
+    for (label, T, params), recs in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+        vals = np.array([r["metrics"][metric] for r in recs if r["status"] == "done"], dtype=float)
+        rows.append({"label": label, "T": T, **json.loads(params),
+                     "n_seeds": len(recs), "n_failed": sum(r["status"] != "done" for r in recs),
+                     "mean": float(vals.mean()) if len(vals) else None,
+                     "std": float(vals.std()) if len(vals) else None,
+                     "best": float(vals.min()) if len(vals) else None,
+                     "worst": float(vals.max()) if len(vals) else None,
+                     "seeds": sorted(r["config"]["seed"] for r in recs),
+                     "device": sorted({r["provenance"]["device_name"] for r in recs}),
+                     "steps": recs[0]["metrics"]["steps"]})
+    return rows
+
+
+def format_rows(rows: list[dict], fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=1)
+    cols = [k for k in rows[0] if k not in ("seeds", "device")] if rows else []
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    if fmt != "table":
+        raise ValueError(f"format must be table, csv or json; got {fmt!r}")
+
+    def cell(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    widths = [max(len(c), *(len(cell(r.get(c))) for r in rows)) for c in cols]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(cell(r.get(c)).rjust(w) for c, w in zip(cols, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+PROFILE_WORDS = {
+    "paper": "paper profile (SPEC §8 settings)",
+    "cpu": "cpu profile: the largest scale that fits a 2-core CPU (our choice; the paper profile needs a GPU)",
+    "quick": "quick profile (CPU, minutes)",
+}
+
+
+def describe(records: list[dict], profile: str) -> dict:
+    """What was run, from the records' configs and provenance: for captions."""
+    seeds = sorted({r["config"]["seed"] for r in records})
+    devices = sorted({r["provenance"]["device_name"] for r in records})
+    steps = sorted({r["metrics"]["steps"] for r in records})
+    return {"profile": f"{profile} ({PROFILE_WORDS.get(profile, profile)})", "seeds": seeds,
+            "device": ", ".join(devices), "steps": steps,
+            "commits": sorted({(r["provenance"].get("git_commit") or "?")[:7] for r in records})}
+
+
+def live_quick(experiment: str, root: Optional[Path] = None) -> list[dict]:
+    """Run (or load, when recorded) the quick profile of ``experiment`` into root/experiment/quick."""
+    from .runner import run_experiment
+    out = Path(root or DATA_DIR) / experiment / "quick"
+    return run_experiment(experiment, "quick", out=out, progress=False, log=lambda m: None)["records"]
