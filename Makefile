@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(wildcard book/notebooks/*.ipynb)
 export PYTHONHASHSEED := 0
 
-.PHONY: help install book test pytest nbval chapters sync book-check clean
+.PHONY: help install book test pytest nbval chapters sync book-check clean test-faults test-cluster
 
 help:
 	@echo "make book        build the HTML book into _build/html from the committed outputs"
@@ -51,3 +51,11 @@ book-check: book
 
 clean:
 	rm -rf _build
+
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests_faults
+
+# A real single-node Slurm cluster on 127.0.0.1 (Debian's slurm-wlm + munge, root), started and stopped here.
+test-cluster: $(STAMP)
+	scripts/slurm_cluster.sh start
+	$(BIN)/python -m pytest -p no:cacheprovider tests_cluster; rc=$$?; scripts/slurm_cluster.sh stop; exit $$rc

@@ -97,6 +97,14 @@ def run(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="re-run records whose status is failed"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     list_experiments: bool = typer.Option(False, "--list", help="list the experiments and exit"),
+    executor: str = typer.Option("local", help="local or slurm"),
+    slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options (partition, time_min, cpus, gpus, mem_gb, account)"),
+    partition: Optional[str] = typer.Option(None, help="slurm partition"),
+    time_min: Optional[int] = typer.Option(None, help="slurm time limit per job, minutes (default 60)"),
+    cpus: Optional[int] = typer.Option(None, help="slurm CPUs per job (default 2)"),
+    gpus: Optional[int] = typer.Option(None, help="slurm GPUs per job (default 0)"),
+    mem_gb: Optional[float] = typer.Option(None, help="slurm memory per job, GB (default 8)"),
+    account: Optional[str] = typer.Option(None, help="slurm account"),
 ):
     """Train an experiment's runs (skipping finished records) and write one JSON record per run."""
     from .experiments import EXPERIMENTS, ConfigError, parse_sets
@@ -106,15 +114,26 @@ def run(
         return
     if experiment is None:
         fail(f"EXPERIMENT is required; allowed: {', '.join(EXPERIMENTS)}")
+    if executor not in ("local", "slurm"):
+        fail(f"--executor must be local or slurm, got {executor!r}")
     try:
         from .runner import run_experiment
+        slurm = None
+        if executor == "slurm":
+            from .slurm import load_slurm_options
+            slurm = load_slurm_options(slurm_config, partition=partition, time_min=time_min, cpus=cpus, gpus=gpus,
+                                       mem_gb=mem_gb, account=account)
         summary = run_experiment(experiment, profile, parse_sets(sets), out=out, device=device,
-                                 progress=not quiet, retry_failed=retry_failed, log=lambda m: typer.echo(m, err=True))
+                                 progress=not quiet, retry_failed=retry_failed, log=lambda m: typer.echo(m, err=True),
+                                 executor=executor, slurm=slurm)
     except (ConfigError, ValueError, PermissionError) as err:
         fail(str(err))
     except OSError as err:
         fail(f"could not write results: {err.strerror or err}")
     done = sum(r["status"] == "done" for r in summary["records"])
+    if len(summary["records"]) < summary["runs"]:
+        typer.echo(f"{experiment} [{profile}]: {summary['runs'] - len(summary['records'])} run(s) have no record yet; "
+                   "rerun the same command to finish them", err=True)
     typer.echo(f"{experiment} [{profile}]: {len(summary['records'])}/{summary['runs']} records "
                f"({done} done, {len(summary['records']) - done} failed), {summary['trained']} trained now, "
                f"{summary['skipped']} skipped -> {summary['store']}")
@@ -123,8 +142,9 @@ def run(
 @app.command()
 def reproduce(
     profile: str = typer.Option("quick", help="quick, cpu or paper"),
-    executor: str = typer.Option("local", help="local (this machine)"),
+    executor: str = typer.Option("local", help="local or slurm"),
     only: list[str] = typer.Option([], "--only", help="run only these experiments (repeatable)"),
+    slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda[:N]"),
     figures: bool = typer.Option(False, "--figures", help="also re-execute every chapter (regenerates the figures)"),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -132,11 +152,15 @@ def reproduce(
     """Run every experiment of the book, then write its tables and data/MANIFEST.json."""
     from .experiments import ConfigError
     from .reproduce import reproduce as _reproduce
-    if executor != "local":
-        fail(f"--executor {executor!r} is not available in this version; allowed: local")
+    if executor not in ("local", "slurm"):
+        fail(f"--executor must be local or slurm, got {executor!r}")
     try:
+        slurm = None
+        if executor == "slurm":
+            from .slurm import load_slurm_options
+            slurm = load_slurm_options(slurm_config)
         out = _reproduce(profile, only or None, device=device, figures=figures, progress=not quiet,
-                         log=lambda m: typer.echo(m, err=True))
+                         log=lambda m: typer.echo(m, err=True), executor=executor, slurm=slurm)
     except (ConfigError, ValueError, PermissionError, FileNotFoundError) as err:
         fail(str(err))
     for name, s in out["experiments"].items():

@@ -77,6 +77,13 @@ class Experiment(BaseModel):
         return out
 
 
+# Profiles shared by the one-target-per-T experiments of Sec. 4 (our choice).
+SMALL_QUICK = {"Ts": [4, 8, 16], "seeds": [0], "ffn": 64, "E": 16,
+               "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}}
+SMALL_CPU = {"Ts": [4, 8, 16], "seeds": [0, 1], "ffn": 64, "E": 16,
+             "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100}}
+
+
 def _heads_ok(heads) -> bool:
     return all(h >= 1 for h in heads)
 
@@ -91,7 +98,7 @@ class IntrinsicDimension(Experiment):
     ffn: PositiveInt = 240
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1],
+        "cpu": {"Ds": [2], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1],
                 "train": {"steps": 15000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None}},
         "quick": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 64, "seeds": [0, 1],
                   "train": {"steps": 600, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
@@ -142,10 +149,8 @@ class DepthSeparation(Experiment):
     configs: list[list[PositiveInt]] = [[1], [2], [4], [1, 1]]
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"Ts": [4, 8, 16], "seeds": [0, 1], "ffn": 64, "E": 16,
-                "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100}},
-        "quick": {"Ts": [4, 8, 16], "seeds": [0], "ffn": 64, "E": 16,
-                  "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+        "cpu": SMALL_CPU,
+        "quick": SMALL_QUICK,
     }
     train: TrainSpec = TrainSpec(steps=10000, batch=256, n_val=4096, eval_every=250)
 
@@ -166,10 +171,8 @@ class KthLargest(Experiment):
     E: PositiveInt = 32
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"Ts": [4, 8, 16, 32], "seeds": [0, 1], "ffn": 64, "E": 16,
-                "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100}},
-        "quick": {"Ts": [4, 8, 16], "seeds": [0], "ffn": 64, "E": 16,
-                  "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+        "cpu": {**SMALL_CPU, "Ts": [4, 8, 16, 32]},
+        "quick": SMALL_QUICK,
     }
     train: TrainSpec = TrainSpec(steps=10000, batch=256, n_val=4096, eval_every=250)
 

@@ -30,11 +30,11 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check_device(device: str) -> str:
+def check_device(device: str, local: bool = True) -> str:
     if device == "cpu":
         return device
     if device.startswith("cuda"):
-        if not torch.cuda.is_available():
+        if local and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} asked for, but no CUDA device is available; use --device cpu")
         return device
     raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
@@ -69,12 +69,43 @@ def group_runs(runs: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
+def train_group(exp, group: list[dict], store: ResultsStore, device: str, progress: bool = False,
+                log: Callable = print) -> None:
+    """Train one ensemble (runs equal but for the seed) and write one record per run."""
+    seeds = [r["seed"] for r in group]
+    target, model = build_model(group[0], len(group), seeds, device)
+    tcfg = TrainConfig(**group[0]["train"])
+    before = exp.measure(model, target, group[0]["T"], "init")
+    start = time.perf_counter()
+    results = train_ensemble(model, target, seeds, tcfg, progress=progress)
+    wall = time.perf_counter() - start
+    after = exp.measure(model, target, group[0]["T"], "trained")
+    prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3))
+    for run, res in zip(group, results):
+        record = {"config": run, "config_hash": config_hash(run), "status": res["status"],
+                  "metrics": {"best_val_nmse": res["best_val_nmse"], "final_train_nmse": res["final_train_nmse"],
+                              "steps": res["steps"]},
+                  "curve": res["curve"], "parameters": model.parameter_counts(),
+                  "provenance": {**prov, "seed": run["seed"], "steps": res["steps"]}}
+        extras = {}
+        for measured in (before, after):
+            if measured is not None:
+                extras.update(measured[group.index(run)])
+        if extras:
+            record["measurements"] = finite_or_none(extras)
+        if res["status"] != "done":
+            record["error"] = res["error"]
+            log(f"failed: {run['label']} T={run['T']} seed={run['seed']}: {res['error']}")
+        store.write(record)
+
+
 def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] = None,
                    out: Optional[Path] = None, device: Optional[str] = None, progress: bool = True,
-                   retry_failed: bool = False, log: Callable = print) -> dict:
-    """Run (or resume) an experiment; returns a summary with the store's records for it."""
+                   retry_failed: bool = False, log: Callable = print, executor: str = "local",
+                   slurm: Optional[dict] = None) -> dict:
+    """Run (or resume) an experiment, locally or on Slurm; returns a summary with its records."""
     exp = make_experiment(name, profile, overrides)
-    device = check_device(device or default_device())
+    device = check_device(device or ("cpu" if executor == "slurm" else default_device()), local=executor == "local")
     store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)
     store.ensure_writable()
     runs = exp.runs()
@@ -90,33 +121,15 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
     groups = group_runs(todo)
     log(f"{name} [{profile}] on {device}: {len(runs)} runs, {skipped} already recorded, "
         f"{len(todo)} to train in {len(groups)} ensemble(s) -> {store.root}")
-    for group in tqdm(groups, disable=not progress, desc=name):
-        seeds = [r["seed"] for r in group]
-        target, model = build_model(group[0], len(group), seeds, device)
-        tcfg = TrainConfig(**group[0]["train"])
-        before = exp.measure(model, target, group[0]["T"], "init")
-        start = time.perf_counter()
-        results = train_ensemble(model, target, seeds, tcfg, progress=progress)
-        wall = time.perf_counter() - start
-        after = exp.measure(model, target, group[0]["T"], "trained")
-        prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3))
-        for run, res in zip(group, results):
-            record = {"config": run, "config_hash": config_hash(run), "status": res["status"],
-                      "metrics": {"best_val_nmse": res["best_val_nmse"], "final_train_nmse": res["final_train_nmse"],
-                                  "steps": res["steps"]},
-                      "curve": res["curve"], "parameters": model.parameter_counts(),
-                      "provenance": {**prov, "seed": run["seed"], "steps": res["steps"]}}
-            extras = {}
-            for measured in (before, after):
-                if measured is not None:
-                    extras.update(measured[group.index(run)])
-            if extras:
-                record["measurements"] = finite_or_none(extras)
-            if res["status"] != "done":
-                record["error"] = res["error"]
-                log(f"failed: {run['label']} T={run['T']} seed={run['seed']}: {res['error']}")
-            store.write(record)
+    if executor == "slurm":
+        from .slurm import run_on_slurm
+        run_on_slurm(exp, profile, overrides or {}, groups, store, device, slurm or {}, progress, log)
+    elif executor != "local":
+        raise ValueError(f"executor must be local or slurm, got {executor!r}")
+    else:
+        for group in tqdm(groups, disable=not progress, desc=name):
+            train_group(exp, group, store, device, progress, log)
     hashes = {config_hash(r) for r in runs}
     records = [r for r in store.records() if r["config_hash"] in hashes]
-    return {"experiment": name, "profile": profile, "device": device, "store": str(store.root),
+    return {"experiment": name, "profile": profile, "device": device, "executor": executor, "store": str(store.root),
             "runs": len(runs), "skipped": skipped, "trained": len(todo), "records": records}

@@ -1,0 +1,103 @@
+"""Aggregation, profile completeness, the manifest, probes and the experiment catalogue."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from infoflow.experiments import EXPERIMENTS, PROFILES, make_experiment, parse_sets
+from infoflow.model import EnsembleTransformer, ModelConfig
+from infoflow.probes import probe_table, recovery_errors
+from infoflow.reproduce import reproduce, write_manifest
+from infoflow.results import aggregate, best_profile, format_rows, load_records
+
+TINY = ["train.steps=10", "train.batch=16", "train.n_val=32", "train.eval_every=5", "ffn=8", "E=12", "seeds=[0,1]"]
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_is_valid(name, profile):
+    runs = make_experiment(name, profile).runs()
+    assert runs and len({json.dumps(r, sort_keys=True) for r in runs}) == len(runs)
+
+
+def test_aggregate_and_completeness(tmp_path):
+    from infoflow.runner import run_experiment
+    out = tmp_path / "specific-position" / "quick"
+    s = run_experiment("specific-position", "quick", parse_sets(TINY), out=out, progress=False, log=lambda m: None)
+    rows = aggregate(s["records"])
+    assert [r["label"] for r in rows] == ["pe=additive", "pe=none"] and all(r["n_seeds"] == 2 for r in rows)
+    assert all(r["best"] <= r["mean"] <= r["worst"] for r in rows)
+    assert "pe=none" in format_rows(rows, "table") and format_rows(rows, "csv").startswith("label,T")
+    assert json.loads(format_rows(rows, "json"))[0]["label"] == "pe=additive"
+    with pytest.raises(ValueError, match="format must be"):
+        format_rows(rows, "xml")
+    # these records are not those of the quick profile's own config: neither current nor complete
+    assert load_records("specific-position", "quick", tmp_path) == []
+    assert best_profile("specific-position", tmp_path) is None
+    assert len(load_records("specific-position", "quick", tmp_path, current=False)) == 4
+
+
+def test_reproduce_writes_tables_and_manifest(tmp_path, monkeypatch):
+    import infoflow.reproduce as rep
+    calls = []
+
+    def fake_run(name, profile, out, device, progress, log, executor, slurm):
+        calls.append(name)
+        out.mkdir(parents=True, exist_ok=True)
+        return {"runs": 0, "trained": 0, "skipped": 0, "records": []}
+
+    monkeypatch.setattr(rep, "run_experiment", fake_run)
+    summary = reproduce("quick", only=["kth-largest"], root=tmp_path, log=lambda m: None)
+    assert calls == ["kth-largest"] and (tmp_path / "kth-largest" / "quick" / "table.csv").exists()
+    manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
+    assert "kth-largest/quick/table.csv" in manifest["files"] and manifest["tables"]
+    with pytest.raises(ValueError, match="unknown experiment"):
+        reproduce("quick", only=["nope"], root=tmp_path)
+
+
+def test_manifest_hashes_files(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.json").write_text("{}")
+    m = json.loads(write_manifest(tmp_path).read_text())
+    assert m["files"]["a/x.json"] == "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+
+def test_probe_recovers_a_copied_token():
+    """A head attending hard to the token with the largest first coordinate and copying it:
+    the argmax token is recovered almost exactly, the second-largest one is not."""
+    cfg = ModelConfig(d=2, T=6, heads=(1,), E=5, ffn=4, beta=1.0)
+    m = EnsembleTransformer(cfg, members=1).double()
+    beta = 1e4
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.W_in[0, :, :2] = torch.eye(2)
+        m.b_in[0, 4] = 1.0                      # constant coordinate for the queries
+        l = m.layers[0]
+        l["W_Q"][0, 4, 0] = beta ** 0.5
+        l["W_K"][0, 0, 0] = beta ** 0.5        # score(t, s) = beta * x_s[0]
+        l["W_V"][0, :2, 2:4] = torch.eye(2)    # value: the token, into spare coordinates
+        l["W_O"][0] = torch.eye(5)
+    X = torch.randn(1, 500, 6, 2, dtype=torch.float64)
+    X[..., 0] = X[..., 0].abs() + 0.1          # keys beat the CLS (score 0)
+    first, second = float(recovery_errors(m, X, rank=1)), float(recovery_errors(m, X, rank=2))
+    assert first < 1e-3 and second > 0.3, (first, second)
+    t = probe_table(torch.tensor([[0.4, 0.5]]), torch.tensor([[0.04, 0.5]]))
+    np.testing.assert_allclose(t["ratio"], [[0.1, 1.0]])
+    with pytest.raises(ValueError, match="rank must be"):
+        recovery_errors(m, X, rank=3)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["results", "nope"], "unknown experiment"),
+    (["results", "kth-largest", "--format", "xml"], "--format"),
+    (["results", "kth-largest", "--dir", "/nonexistent"], "no records"),
+    (["reproduce", "--executor", "pbs"], "--executor"),
+    (["run", "kth-largest", "--executor", "pbs"], "--executor"),
+])
+def test_cli_errors(args, msg):
+    r = subprocess.run([sys.executable, "-m", "infoflow.cli", *args], capture_output=True, text=True)
+    assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1

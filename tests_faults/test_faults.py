@@ -1,0 +1,142 @@
+"""Fault tests (make test-faults): no run is ever lost, duplicated or silently wrong.
+
+Each test drives the real command line in subprocesses, single-threaded so runs are bitwise
+reproducible on the CPU.
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infoflow import __version__
+from infoflow.store import ResultsStore
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TS = list(range(4, 28))      # 24 lengths x 4 configurations = 96 ensembles: 20 kills land mid-sweep
+SWEEP = ["depth-separation", "--quiet", "--set", "train.steps=50", "--set", "train.eval_every=25",
+         "--set", "train.batch=32", "--set", "train.n_val=64", "--set", "ffn=16", "--set", f"Ts={TS}"]
+N_RUNS = 4 * len(TS)
+
+
+def cmd(out, *extra):
+    return [sys.executable, "-m", "infoflow.cli", "run", *SWEEP, "--out", str(out), *extra]
+
+
+def run(out, *extra, check=True):
+    r = subprocess.run(cmd(out, *extra), capture_output=True, text=True, env=ENV)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def by_hash(out):
+    store = ResultsStore(Path(out))
+    records = store.records()
+    assert not store.problems, store.problems
+    return {r["config_hash"]: r for r in records}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    run(out)
+    recs = by_hash(out)
+    assert len(recs) == N_RUNS
+    return recs
+
+
+def assert_same(records, reference):
+    assert set(records) == set(reference)
+    for h, r in records.items():
+        assert r["status"] == reference[h]["status"]
+        assert r["metrics"] == pytest.approx(reference[h]["metrics"], rel=1e-6)
+
+
+def test_sigkill_at_20_random_moments_then_resume(tmp_path, reference):
+    rng = random.Random(2026)
+    kills = 0
+    while kills < 20:
+        if len(list(tmp_path.glob("*.json"))) >= N_RUNS:
+            break
+        proc = subprocess.Popen(cmd(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+        time.sleep(rng.uniform(0.5, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        files = list(tmp_path.glob("*.json"))
+        assert len(files) == len({f.stem for f in files}) <= N_RUNS
+        by_hash(tmp_path)                      # every record present is valid: never a partial one
+    run(tmp_path)
+    assert kills == 20
+    assert_same(by_hash(tmp_path), reference)
+
+
+def test_corrupt_foreign_and_mismatched_records_are_rerun(tmp_path, reference):
+    run(tmp_path)
+    files = sorted(tmp_path.glob("*.json"))
+    files[0].write_text(files[0].read_text()[:50])                       # truncated
+    rec = json.loads(files[1].read_text())
+    rec["config"]["seed"] = 99                                            # hash no longer matches
+    files[1].write_text(json.dumps(rec))
+    rec = json.loads(files[2].read_text())
+    rec["provenance"]["version"] = "0.0.0"                                # another package version
+    files[2].write_text(json.dumps(rec))
+    r = run(tmp_path)
+    assert "truncated" in r.stderr and "hash does not match" in r.stderr and "written by infoflow 0.0.0" in r.stderr
+    assert "3 trained now" in r.stdout
+    assert_same(by_hash(tmp_path), reference)
+
+
+def test_full_disk_gives_a_clear_error_and_no_partial_record(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(small)],
+                             capture_output=True).returncode == 0
+    try:
+        if mounted:
+            r = run(small, check=False)
+        else:                                  # no mount permission: cap the file size instead
+            r = subprocess.run(["bash", "-c", "ulimit -f 2; exec \"$@\"", "_", *cmd(small)], capture_output=True,
+                               text=True, env=ENV)
+        assert r.returncode == 2, r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: could not write results") and "Traceback" not in r.stderr
+        assert "No space left" in last or "too large" in last
+        assert not list(small.glob(".*.tmp"))
+        by_hash(small)                         # what was written is whole and valid
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(small)])
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run(blocker / "out", check=False)
+    assert r.returncode == 2 and "not writable" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_two_sweeps_on_one_store_make_no_duplicates(tmp_path, reference):
+    procs = [subprocess.Popen(cmd(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+             for _ in range(2)]
+    for p in procs:
+        assert p.wait() == 0
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == N_RUNS and not list(tmp_path.glob(".*.tmp"))
+    assert_same(by_hash(tmp_path), reference)
+
+
+def test_a_diverged_run_is_recorded_failed_and_the_sweep_finishes(tmp_path):
+    r = run(tmp_path, "--set", "train.lr=1e30", "--set", "train.grad_clip=1e30")
+    records = by_hash(tmp_path)
+    assert len(records) == N_RUNS
+    failed = [x for x in records.values() if x["status"] == "failed"]
+    assert failed and all(x["error"] for x in failed) and "failed:" in r.stderr
+    assert all(x["provenance"]["version"] == __version__ for x in records.values())
