@@ -112,6 +112,25 @@ class IntrinsicDimension(Experiment):
                     yield f"({heads[0]},{heads[1]})", {"D": D, "d": 4}, self.T, self.model(heads, self.E)
 
 
+class IntrinsicDimensionDeep(IntrinsicDimension):
+    """Beyond the paper: three layers with a one-head middle layer, (D,1,D), (D-1,1,D), (D,1,D-1)."""
+    name: ClassVar[str] = "intrinsic-dimension-deep"
+    description: ClassVar[str] = "Beyond the paper: three-layer (D,1,D), (D-1,1,D), (D,1,D-1) on the intrinsic-dimension target"
+    profiles: ClassVar[dict] = {
+        "paper": {},
+        "cpu": {"Ds": [2], "T": 8, "E": 24, "ffn": 96, "seeds": [0],
+                "train": {"steps": 8000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None}},
+        "quick": {"Ds": [2], "T": 8, "E": 24, "ffn": 64, "seeds": [0],
+                  "train": {"steps": 300, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+    }
+
+    def variants(self):
+        for D in self.Ds:
+            for heads in [(D, 1, D), (D - 1, 1, D), (D, 1, D - 1)]:
+                if _heads_ok(heads):
+                    yield "({},{},{})".format(*heads), {"D": D, "d": 4}, self.T, self.model(heads, self.E)
+
+
 class TriangleCenter(Experiment):
     name: ClassVar[str] = "triangle-center"
     description: ClassVar[str] = "App. C.5 / Fig. 1(b), Table 12: three model sizes across T"
@@ -252,8 +271,8 @@ class SpecificPosition(Experiment):
 
 
 EXPERIMENTS: dict[str, type[Experiment]] = {
-    c.name: c for c in (DepthSeparation, KthLargest, Probes, SpecificPosition, IntrinsicDimension, TriangleCenter,
-                        PairCenter)}
+    c.name: c for c in (DepthSeparation, KthLargest, Probes, SpecificPosition, IntrinsicDimension,
+                        IntrinsicDimensionDeep, TriangleCenter, PairCenter)}
 PROFILES = ("quick", "cpu", "paper")   # cpu: the largest scale that fits a 2-core CPU (our choice)
 
 

@@ -36,7 +36,8 @@ TEXT_OUTSIDE_CODE = """() => {
 def toc_pages() -> list[str]:
     toc = yaml.safe_load(open(ROOT / "_toc.yml"))
     files = [toc["root"]]
-    for chapter in toc.get("chapters", []):
+    chapters = list(toc.get("chapters", [])) + [c for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    for chapter in chapters:
         files.append(chapter["file"])
         files += [s["file"] for s in chapter.get("sections", [])]
     return [f + ".html" for f in files]

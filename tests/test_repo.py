@@ -39,6 +39,7 @@ def test_notebooks_are_executed(md):
 def test_toc_files_exist():
     toc = yaml.safe_load(open(ROOT / "_toc.yml"))
     files = [toc["root"]] + [c["file"] for c in toc.get("chapters", [])]
+    files += [c["file"] for part in toc.get("parts", []) for c in part["chapters"]]
     for f in files:
         assert any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), f
 
@@ -53,3 +54,14 @@ def test_environment_mirrors_pyproject():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     env_pins = {p.split("==")[0]: p.split("==")[1] for p in pip if "==" in p}
     assert env_pins == pins
+
+
+def test_book_check_visits_every_page_of_the_toc():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("book_check", ROOT / "scripts" / "book_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    toc = yaml.safe_load(open(ROOT / "_toc.yml"))
+    n = 1 + len(toc.get("chapters", [])) + sum(len(p["chapters"]) for p in toc.get("parts", []))
+    pages = module.toc_pages()
+    assert len(pages) == n == len(set(pages))
