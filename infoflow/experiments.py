@@ -84,6 +84,13 @@ SMALL_CPU = {"Ts": [4, 8, 16], "seeds": [0, 1], "ffn": 64, "E": 16,
              "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100}}
 
 
+def _probe_inputs(model, target, T: int, n: int):
+    """The same ``n`` fixed inputs (seeded) for every member, on the model's device: (M, n, T, d)."""
+    import torch
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(20260517)
+    return target.sample_inputs(g, n, T)[None].expand(model.M, -1, -1, -1)
+
+
 def _heads_ok(heads) -> bool:
     return all(h >= 1 for h in heads)
 
@@ -221,10 +228,8 @@ class Probes(Experiment):
     train: TrainSpec = TrainSpec(steps=10000, batch=256, n_val=4096, eval_every=250)
 
     def measure(self, model, target, T, phase):
-        import torch
         from .probes import recovery_errors
-        g = torch.Generator(device=next(model.parameters()).device).manual_seed(20260517)
-        X = target.sample_inputs(g, 2048, T)[None].expand(model.M, -1, -1, -1)
+        X = _probe_inputs(model, target, T, 2048)
         argmax, second = recovery_errors(model, X, rank=1), recovery_errors(model, X, rank=2)
         return [{f"recovery_argmax_{phase}": a.tolist(), f"recovery_second_{phase}": b.tolist()}
                 for a, b in zip(argmax, second)]
@@ -258,8 +263,7 @@ class SpecificPosition(Experiment):
         if phase != "trained":
             return None
         import torch
-        g = torch.Generator(device=next(model.parameters()).device).manual_seed(20260517)
-        X = target.sample_inputs(g, 1024, T)[None].expand(model.M, -1, -1, -1)
+        X = _probe_inputs(model, target, T, 1024)
         with torch.no_grad():
             _, rec = model(X, record=True)
         cls = rec[0]["attention"][:, :, 0, 0, :]          # (M, B, T+1): CLS query, head 1
