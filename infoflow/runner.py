@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .experiments import make_experiment
 from .model import EnsembleTransformer, ModelConfig

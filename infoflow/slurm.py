@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .store import ResultsStore, config_hash
 

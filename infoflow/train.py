@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = ["TrainConfig", "nmse", "lr_at", "AdamWEnsemble", "train_ensemble", "draw", "clip_per_member",
            "train_autoencoders"]
