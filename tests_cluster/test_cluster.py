@@ -59,28 +59,28 @@ def test_slurm_records_equal_local_records(tmp_path):
 
 def test_scancel_mid_run_is_reported_and_rerun_completes(tmp_path):
     out = tmp_path / "cancel"
-    driver = subprocess.Popen(cli(out, executor="slurm", steps=400), env=ENV, stdout=subprocess.PIPE,
+    driver = subprocess.Popen(cli(out, executor="slurm", steps=3000), env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    victim = wait_for_running()[0]
+    victim = wait_for_running()[0]          # each job trains 3000 steps (>10 s): the cancel lands mid-run
     subprocess.run(["scancel", victim], check=True)
     _, err = driver.communicate(timeout=600)
     assert f"job {victim} ended without writing" in err
     assert len(records(out)) < 8
-    r = subprocess.run(cli(out, executor="slurm", steps=400), env=ENV, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cli(out, executor="slurm", steps=3000), env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert len(records(out)) == 8
 
 
 def test_interrupted_driver_reattaches_instead_of_resubmitting(tmp_path):
     out = tmp_path / "reattach"
-    driver = subprocess.Popen(cli(out, executor="slurm", steps=400), env=ENV, stdout=subprocess.DEVNULL,
+    driver = subprocess.Popen(cli(out, executor="slurm", steps=3000), env=ENV, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     wait_for_running()
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     queued = set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split())
     assert queued
-    r = subprocess.run(cli(out, executor="slurm", steps=400), env=ENV, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cli(out, executor="slurm", steps=3000), env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "not submitted again" in r.stderr
     assert len(records(out)) == 8
