@@ -62,6 +62,7 @@ def test_scancel_mid_run_is_reported_and_rerun_completes(tmp_path):
     driver = subprocess.Popen(cli(out, executor="slurm", steps=3000), env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     victim = wait_for_running()[0]          # each job trains 3000 steps (>10 s): the cancel lands mid-run
+    # submitit's worker ignores SIGTERM; Slurm sends SIGKILL after KillWait (1 s on the test cluster)
     subprocess.run(["scancel", victim], check=True)
     _, err = driver.communicate(timeout=600)
     assert f"job {victim} ended without writing" in err
