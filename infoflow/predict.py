@@ -73,8 +73,7 @@ def constructions_for(target: Target, heads: Sequence[int], pe: bool = False) ->
             out.append(Construction(
                 f"Prop. 1 (App. B.1, eqs. 49–50): layer {first + 1} retrieves argmax_s x_tᵀA_i x_s, the CLS "
                 "retrieves the best pair of each A_i",
-                InfoFlowModel(_with_last(heads, [MaxPosition(within_key_score(a)) for a in A],
-                                         {first: [MaxPosition(bilinear_score(a)) for a in A]}), pe),
+                prop1_model(target, heads, pe, first=first),
                 "App. B.1, eqs. 49–50"))
     elif name == "depth-separation":
         if L >= 2:
@@ -258,11 +257,11 @@ def predict(target: str, T: int, heads: Sequence[int], embed: Sequence[int] | in
         min_heads=min_heads, reason=reason)
 
 
-def prop1_model(target: Target, heads: Sequence[int], pe: bool = False) -> InfoFlowModel:
+def prop1_model(target: Target, heads: Sequence[int], pe: bool = False, first: int = 0) -> InfoFlowModel:
     """The App. B.1 construction (eqs. 49–50) with as many of the D matrices as each layer has heads:
-    layer 1 head i retrieves argmax_s x_tᵀA_i x_s (i ≤ h₁), CLS head i retrieves the best pair of A_i
-    (i ≤ h_L); other layers pass through. With h₁ = h_L = D it is Prop. 1's model; with fewer heads
-    it shows what breaks."""
+    at layer ``first`` + 1, head i retrieves argmax_s x_tᵀA_i x_s (i ≤ h), at the last layer CLS head i
+    retrieves the best pair of A_i (i ≤ h_L); other layers pass through. With D heads in both it is
+    Prop. 1's model; with fewer heads it shows what breaks."""
     A = target.A
     return InfoFlowModel(_with_last(heads, [MaxPosition(within_key_score(a)) for a in A[: heads[-1]]],
-                                    {0: [MaxPosition(bilinear_score(a)) for a in A[: heads[0]]]}), pe)
+                                    {first: [MaxPosition(bilinear_score(a)) for a in A[: heads[first]]]}), pe)

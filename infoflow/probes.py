@@ -9,9 +9,10 @@ does not depend on the normaliser.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["recovery_errors", "probe_table"]
+__all__ = ["recovery_errors", "probe_table", "probe_rows", "probe_summary"]
 
 
 @torch.no_grad()
@@ -45,3 +46,39 @@ def recovery_errors(model, X: torch.Tensor, rank: int = 1, layer: int = 0, ridge
 def probe_table(initial: torch.Tensor, trained: torch.Tensor) -> dict:
     """Rows of Tables 1–10: initialised, trained, ratio (per head)."""
     return {"initialized": initial.tolist(), "trained": trained.tolist(), "ratio": (trained / initial).tolist()}
+
+
+def probe_rows(records: list) -> list:
+    """One row per (run, probe kind) from run records with probe measurements: config label, seed,
+    probe ("argmax" / "second"), per-head initialized / trained errors and their ratio, val NMSE."""
+    rows = []
+    for r in records:
+        m = r["measurements"]
+        for kind in ("argmax", "second"):
+            init = np.array(m[f"recovery_{kind}_init"])
+            trained = np.array(m[f"recovery_{kind}_trained"])
+            rows.append({"config": r["config"]["label"], "seed": r["config"]["seed"], "probe": kind,
+                         "init": init, "trained": trained, "ratio": trained / init,
+                         "val_nmse": r["metrics"]["best_val_nmse"]})
+    return rows
+
+
+def probe_summary(rows: list, D: int) -> dict:
+    """The quantities App. C.1–C.2 argue from: mean ratio per configuration for each probe, the share
+    of heads whose argmax recovery improved, the mean argmax ratio with h₁ ≥ D and with h₁ < D, and the
+    worst trained argmax error against the best trained second-largest error."""
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+
+    def mean_ratio(kind, c):
+        return float(np.mean([r["ratio"].mean() for r in rows if r["probe"] == kind and r["config"] == c]))
+
+    arg = {c: mean_ratio("argmax", c) for c in configs}
+    sec = {c: mean_ratio("second", c) for c in configs}
+    ge = [c for c in configs if int(c.strip("()").split(",")[0]) >= D]
+    lt = [c for c in configs if c not in ge]
+    return {"argmax": arg, "second": sec,
+            "heads_improved": float(np.mean(np.concatenate([r["ratio"] < 1 for r in rows if r["probe"] == "argmax"]))),
+            "mean_argmax_h1_ge_D": float(np.mean([arg[c] for c in ge])) if ge else None,
+            "mean_argmax_h1_lt_D": float(np.mean([arg[c] for c in lt])) if lt else None,
+            "worst_trained_argmax": float(max(r["trained"].max() for r in rows if r["probe"] == "argmax")),
+            "best_trained_second": float(min(r["trained"].min() for r in rows if r["probe"] == "second"))}

@@ -30,6 +30,13 @@ def _pair_scores(xp, X, A):
     return xp.matmul(XA, xp.matrix_transpose(X)[..., None, :, :])  # (..., D, T, T)
 
 
+def _pair_sq_norms(xp, X):
+    """Gram matrix G and ``P[..., a, b] = ‖x_a + x_b‖² = G_aa + G_bb + 2 G_ab``."""
+    G = xp.matmul(X, xp.matrix_transpose(X))
+    diag = xp.linalg.diagonal(G)
+    return G, diag, diag[..., :, None] + diag[..., None, :] + 2 * G
+
+
 @dataclass(frozen=True)
 class Target:
     """A target F: R^{T×d} → R^{out_dim}. Subclasses set ``name``, ``d`` and implement ``__call__``."""
@@ -162,9 +169,7 @@ class TriangleCenter(Target):
         out = []
         for start in range(0, Xf.shape[0], self.chunk):
             Xc = Xf[start:start + self.chunk]
-            G = xp.matmul(Xc, xp.matrix_transpose(Xc))                    # (n, T, T)
-            diag = xp.linalg.diagonal(G)                                   # (n, T)
-            pair = diag[:, :, None] + diag[:, None, :] + 2 * G             # |x_a + x_b|^2
+            G, diag, pair = _pair_sq_norms(xp, Xc)                         # (n,T,T), (n,T), |x_a + x_b|^2
             sq = (pair[:, :, :, None] + diag[:, None, None, :]
                   + 2 * (G[:, :, None, :] + G[:, None, :, :]))             # (n, T, T, T)
             m = xp.min(xp.reshape(sq, (sq.shape[0], -1)), axis=-1)
@@ -189,9 +194,7 @@ class PairCenter(Target):
 
     def __call__(self, X):
         xp = array_namespace(X)
-        G = xp.matmul(X, xp.matrix_transpose(X))
-        diag = xp.linalg.diagonal(G)
-        sq = diag[..., :, None] + diag[..., None, :] + 2 * G
+        _, _, sq = _pair_sq_norms(xp, X)
         return xp.sqrt(xp.clip(xp.min(xp.min(sq, axis=-1), axis=-1), min=0.0))
 
     sample_inputs = TriangleCenter.sample_inputs

@@ -101,3 +101,22 @@ def test_probe_recovers_a_copied_token():
 def test_cli_errors(args, msg):
     r = subprocess.run([sys.executable, "-m", "infoflow.cli", *args], capture_output=True, text=True)
     assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_probe_rows_and_summary():
+    from infoflow.probes import probe_rows, probe_summary
+
+    def rec(label, arg_t, sec_t):
+        return {"config": {"label": label, "seed": 0}, "metrics": {"best_val_nmse": 0.1},
+                "measurements": {"recovery_argmax_init": [0.4, 0.4], "recovery_argmax_trained": arg_t,
+                                 "recovery_second_init": [0.6, 0.6], "recovery_second_trained": sec_t}}
+
+    rows = probe_rows([rec("(6,6)", [0.04, 0.2], [0.6, 0.6]), rec("(5,5)", [0.4, 0.6], [0.6, 0.66])])
+    assert len(rows) == 4 and rows[0]["probe"] == "argmax"
+    np.testing.assert_allclose(rows[0]["ratio"], [0.1, 0.5])
+    s = probe_summary(rows, D=6)
+    assert s["argmax"] == pytest.approx({"(6,6)": 0.3, "(5,5)": 1.25})
+    assert s["second"] == pytest.approx({"(6,6)": 1.0, "(5,5)": 1.05})
+    assert s["heads_improved"] == 0.5
+    assert s["mean_argmax_h1_ge_D"] == pytest.approx(0.3) and s["mean_argmax_h1_lt_D"] == pytest.approx(1.25)
+    assert s["worst_trained_argmax"] == 0.6 and s["best_trained_second"] == 0.6
