@@ -85,7 +85,8 @@ def main():
               "device": dev, "device_name": torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or "cpu",
               "threads": torch.get_num_threads(), "torch": torch.__version__, "infoflow": __version__,
               "loop_samples_per_s": round(samples / loop_time, 1), "ensemble_samples_per_s": round(samples / ens_time, 1),
-              "ratio": round(loop_time / ens_time, 2), "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "ratio": round(loop_time / ens_time, 2),
+              "ratio_per_repeat": [round(a / b, 2) for a, b in zip(loop_times, ens_times)], "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if dev.startswith("cuda"):
         ens_bf16 = EnsembleTransformer(CFG, members=M, seeds=list(range(M)), device=dev)
         result["ensemble_bf16_samples_per_s"] = round(samples / timed(make_step(ens_bf16, target, gens(range(M)), autocast=True), args.steps, dev), 1)

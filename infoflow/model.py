@@ -132,16 +132,25 @@ class EnsembleTransformer(nn.Module):
         H = self.embed(X)
         M, B, S, E = H.shape
         records = []
-        for h, layer in zip(self.cfg.heads, self.layers):
+        last = len(self.layers) - 1
+        for l, (h, layer) in enumerate(zip(self.cfg.heads, self.layers)):
             inner = self.inner_width(h)
             n = inner // h
             beta = self.cfg.beta if self.cfg.beta is not None else 1 / math.sqrt(n)
-            q = torch.einsum("mbse,mef->mbsf", H, layer["W_Q"]).view(M, B, S, h, n).transpose(2, 3)
-            k = torch.einsum("mbse,mef->mbsf", H, layer["W_K"]).view(M, B, S, h, n).transpose(2, 3)
-            v = torch.einsum("mbse,mef->mbsf", H, layer["W_V"]).view(M, B, S, h, n).transpose(2, 3)
-            att = torch.softmax(beta * q @ k.transpose(-1, -2), dim=-1)           # (M, B, h, S, S)
-            heads_out = (att @ v).transpose(2, 3).reshape(M, B, S, inner)
-            H = H + torch.einsum("mbse,mef->mbsf", heads_out, layer["W_O"])
+            # The readout reads only the CLS token, so the last layer needs only its row (queries,
+            # residual, FFN at position 0): the same outputs for about 40% fewer FLOPs at L = 2.
+            # ``record=True`` computes every row, for probes and figures.
+            cls_only = l == last and not record
+            Hq = H[:, :, :1] if cls_only else H
+            Sq = Hq.shape[2]
+            # Q, K, V as one batched matmul (K, V only when the queries are the CLS row alone)
+            W = [layer["W_K"], layer["W_V"]] if cls_only else [layer["W_Q"], layer["W_K"], layer["W_V"]]
+            qkv = torch.einsum("mbse,mef->mbsf", H, torch.cat(W, dim=-1)).split(inner, dim=-1)
+            q = (torch.einsum("mbse,mef->mbsf", Hq, layer["W_Q"]),) if cls_only else qkv[:1]
+            q, k, v = (t.reshape(M, B, t.shape[2], h, n).transpose(2, 3) for t in q + qkv[-2:])
+            att = torch.softmax(beta * q @ k.transpose(-1, -2), dim=-1)           # (M, B, h, Sq, S)
+            heads_out = (att @ v).transpose(2, 3).reshape(M, B, Sq, inner)
+            H = Hq + torch.einsum("mbse,mef->mbsf", heads_out, layer["W_O"])
             if "ln_g" in layer:
                 H = nn.functional.layer_norm(H, (E,)) * layer["ln_g"][:, None, None] + layer["ln_b"][:, None, None]
             if record:

@@ -56,6 +56,27 @@ def test_sgd_step_matches_single_model():
         torch.testing.assert_close(p[0], q[1])
 
 
+@pytest.mark.parametrize("heads,pe,ln", [((4,), "none", False), ((2, 2), "additive", True), ((1, 2, 4), "augmented", False)])
+def test_cls_only_last_layer_equals_full_forward(heads, pe, ln):
+    """The training path computes only the CLS row of the last layer; it must give the outputs and
+    gradients of the full forward (``record=True``) that probes use."""
+    cfg = ModelConfig(d=3, T=5, heads=heads, E=8, ffn=16, pe=pe, layernorm=ln)
+    model = EnsembleTransformer(cfg, members=2, seeds=[3, 4]).double()
+    X = torch.randn(2, 6, 5, 3, dtype=torch.float64)
+    grads = []
+    for record in (False, True):
+        out = model(X, record=record)
+        y = out[0] if record else out
+        model.zero_grad()
+        (y ** 2).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        if not record:
+            y_fast = y.detach()
+    torch.testing.assert_close(y_fast, y.detach())
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
 def test_member_init_equals_lone_model_with_its_seed():
     ens = EnsembleTransformer(CFG, members=3, seeds=[7, 8, 9])
     alone = EnsembleTransformer(CFG, members=1, seeds=[8])
