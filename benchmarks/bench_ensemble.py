@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
-from infoflow import __version__
 from infoflow.model import EnsembleTransformer, ModelConfig
+from infoflow.store import provenance
 from infoflow.targets import IntrinsicDimension
 from infoflow.train import AdamWEnsemble, clip_per_member, draw
 
@@ -82,11 +81,10 @@ def main():
     samples = M * BATCH * args.steps
     result = {"benchmark": "ensemble-vs-loop", "config": {"L": 2, "E": 32, "T": 16, "batch": BATCH, "members": M,
                                                           "steps": args.steps, "repeats": args.repeats},
-              "device": dev, "device_name": torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or "cpu",
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "infoflow": __version__,
+              "threads": torch.get_num_threads(),
               "loop_samples_per_s": round(samples / loop_time, 1), "ensemble_samples_per_s": round(samples / ens_time, 1),
               "ratio": round(loop_time / ens_time, 2),
-              "ratio_per_repeat": [round(a / b, 2) for a, b in zip(loop_times, ens_times)], "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "ratio_per_repeat": [round(a / b, 2) for a, b in zip(loop_times, ens_times)], **provenance(dev)}
     if dev.startswith("cuda"):
         ens_bf16 = EnsembleTransformer(CFG, members=M, seeds=list(range(M)), device=dev)
         result["ensemble_bf16_samples_per_s"] = round(samples / timed(make_step(ens_bf16, target, gens(range(M)), autocast=True), args.steps, dev), 1)

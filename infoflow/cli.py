@@ -98,6 +98,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     list_experiments: bool = typer.Option(False, "--list", help="list the experiments and exit"),
     executor: str = typer.Option("local", help="local or slurm"),
+    workers: int = typer.Option(1, help="local: ensembles trained at once, each in its own process (GPU: 4-8 keep it busy)"),
     slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options (partition, time_min, cpus, gpus, mem_gb, account)"),
     partition: Optional[str] = typer.Option(None, help="slurm partition"),
     time_min: Optional[int] = typer.Option(None, help="slurm time limit per job, minutes (default 60)"),
@@ -125,7 +126,7 @@ def run(
                                        mem_gb=mem_gb, account=account)
         summary = run_experiment(experiment, profile, parse_sets(sets), out=out, device=device,
                                  progress=not quiet, retry_failed=retry_failed, log=lambda m: typer.echo(m, err=True),
-                                 executor=executor, slurm=slurm)
+                                 executor=executor, slurm=slurm, workers=workers)
     except (ConfigError, ValueError, PermissionError) as err:
         fail(str(err))
     except OSError as err:
@@ -146,6 +147,7 @@ def reproduce(
     only: list[str] = typer.Option([], "--only", help="run only these experiments (repeatable)"),
     slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda[:N]"),
+    workers: int = typer.Option(1, help="local: ensembles trained at once, each in its own process"),
     figures: bool = typer.Option(False, "--figures", help="also re-execute every chapter (regenerates the figures)"),
     quiet: bool = typer.Option(False, "--quiet"),
 ):
@@ -160,7 +162,8 @@ def reproduce(
             from .slurm import load_slurm_options
             slurm = load_slurm_options(slurm_config)
         out = _reproduce(profile, only or None, device=device, figures=figures, progress=not quiet,
-                         log=lambda m: typer.echo(m, err=True), executor=executor, slurm=slurm)
+                         log=lambda m: typer.echo(m, err=True), executor=executor, slurm=slurm,
+                         workers=workers)
     except (ConfigError, ValueError, PermissionError, FileNotFoundError) as err:
         fail(str(err))
     for name, s in out["experiments"].items():

@@ -45,7 +45,8 @@ def write_manifest(root: Path = DATA_DIR) -> Path:
 
 def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root: Path = DATA_DIR,
               device: Optional[str] = None, figures: bool = False, progress: bool = True,
-              log: Callable = print, executor: str = "local", slurm: Optional[dict] = None) -> dict:
+              log: Callable = print, executor: str = "local", slurm: Optional[dict] = None,
+              workers: int = 1) -> dict:
     names = list(only) if only else list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
@@ -54,7 +55,7 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
     for name in names:
         out = Path(root) / name / profile
         s = run_experiment(name, profile, out=out, device=device, progress=progress, log=log,
-                           executor=executor, slurm=slurm)
+                           executor=executor, slurm=slurm, workers=workers)
         if len(s["records"]) < s["runs"]:
             log(f"{name}: {s['runs'] - len(s['records'])} run(s) without a record; rerun to finish them")
         (out / "table.csv").write_text(format_rows(aggregate(s["records"]), "csv"))

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,7 +24,7 @@ from .store import ResultsStore, config_hash, provenance
 from .targets import make_target
 from .train import TrainConfig, train_ensemble
 
-__all__ = ["run_experiment", "default_device", "build_model", "group_runs", "DEFAULT_ROOT"]
+__all__ = ["run_experiment", "default_device", "build_model", "group_runs", "train_group_job", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("runs")
 
@@ -99,11 +102,50 @@ def train_group(exp, group: list[dict], store: ResultsStore, device: str, progre
         store.write(record)
 
 
+def train_group_job(name: str, profile: str, overrides: dict, group: list, root: str, device: str,
+                    threads: Optional[int] = None) -> list:
+    """One ensemble group in a process of its own (a Slurm job or a local worker): rebuild the
+    experiment from its name, profile and overrides, train the group, write its records."""
+    if threads:
+        torch.set_num_threads(threads)
+    exp = make_experiment(name, profile, overrides)
+    train_group(exp, group, ResultsStore(Path(root)), device, progress=False, log=print)
+    return [config_hash(r) for r in group]
+
+
+def group_cost(group: list[dict]) -> float:
+    """A rough cost (steps x tokens x width x members) to start the longest groups first."""
+    run = group[0]
+    steps = run["train"]["steps"] + run["train"].get("tail_steps", 0)
+    return steps * (run["T"] + 1) * run["model"]["E"] * len(run["model"]["heads"]) * len(group)
+
+
+def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: ResultsStore, device: str,
+                      workers: int, progress: bool, log: Callable) -> None:
+    """Train groups concurrently in ``workers`` processes (spawned: safe with CUDA). Tiny models leave
+    a GPU launch-bound and idle, so several ensembles in flight keep it busy; on a CPU each worker
+    gets its share of the cores. A group that fails is reported; the others go on, a rerun resumes."""
+    threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 1
+    ctx = multiprocessing.get_context("spawn")
+    order = sorted(groups, key=group_cost, reverse=True)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(train_group_job, exp.name, profile, overrides, g, str(store.root), device, threads):
+                   g for g in order}
+        for fut in tqdm(as_completed(futures), total=len(futures), disable=not progress, desc=exp.name):
+            if fut.exception() is not None:
+                g = futures[fut]
+                log(f"failed: ensemble {g[0]['label']} T={g[0]['T']} ({len(g)} runs): {fut.exception()!r}; "
+                    "rerun to train it")
+
+
 def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] = None,
                    out: Optional[Path] = None, device: Optional[str] = None, progress: bool = True,
                    retry_failed: bool = False, log: Callable = print, executor: str = "local",
-                   slurm: Optional[dict] = None) -> dict:
-    """Run (or resume) an experiment, locally or on Slurm; returns a summary with its records."""
+                   slurm: Optional[dict] = None, workers: int = 1) -> dict:
+    """Run (or resume) an experiment, locally (``workers`` ensembles at a time) or on Slurm; returns
+    a summary with its records."""
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     exp = make_experiment(name, profile, overrides)
     device = check_device(device or ("cpu" if executor == "slurm" else default_device()), local=executor == "local")
     store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)
@@ -126,6 +168,8 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
         run_on_slurm(exp, profile, overrides or {}, groups, store, device, slurm or {}, progress, log)
     elif executor != "local":
         raise ValueError(f"executor must be local or slurm, got {executor!r}")
+    elif workers > 1 and len(groups) > 1:
+        _train_in_workers(exp, profile, overrides or {}, groups, store, device, workers, progress, log)
     else:
         for group in tqdm(groups, disable=not progress, desc=name):
             train_group(exp, group, store, device, progress, log)

@@ -22,6 +22,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from .runner import train_group_job
 from .store import ResultsStore, config_hash
 
 __all__ = ["run_on_slurm", "SLURM_DEFAULTS", "load_slurm_options"]
@@ -49,15 +50,6 @@ def load_slurm_options(path: str | None, **flags) -> dict:
     if not isinstance(opts["gpus"], int) or opts["gpus"] < 0:
         raise ValueError(f"slurm gpus must be a non-negative integer, got {opts['gpus']!r}")
     return opts
-
-
-def _job(name: str, profile: str, overrides: dict, group: list, root: str, device: str) -> list:
-    """Runs on a Slurm node: train one ensemble group, write its records."""
-    from .experiments import make_experiment
-    from .runner import train_group
-    exp = make_experiment(name, profile, overrides)
-    train_group(exp, group, ResultsStore(Path(root)), device, progress=False, log=print)
-    return [config_hash(r) for r in group]
 
 
 def _group_key(group: list) -> str:
@@ -116,7 +108,7 @@ def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: Result
             params["slurm_additional_parameters"] = {"account": opts["account"]}
         executor.update_parameters(**params)
         n = len(to_submit)
-        jobs = executor.map_array(_job, [exp.name] * n, [profile] * n, [overrides] * n, [g for _, g in to_submit],
+        jobs = executor.map_array(train_group_job, [exp.name] * n, [profile] * n, [overrides] * n, [g for _, g in to_submit],
                                   [str(store.root)] * n, [device] * n)
         for (key, g), job in zip(to_submit, jobs):
             ledger[key] = str(job.job_id)

@@ -65,3 +65,19 @@ def test_book_check_visits_every_page_of_the_toc():
     n = 1 + len(toc.get("chapters", [])) + sum(len(p["chapters"]) for p in toc.get("parts", []))
     pages = module.toc_pages()
     assert len(pages) == n == len(set(pages))
+
+
+def test_benchmark_script_appends_one_json_line(tmp_path):
+    """The ensemble-vs-loop benchmark runs (tiny: 2 members, 1 step) and appends a parseable line."""
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / "results.jsonl"
+    for _ in range(2):
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_ensemble.py"), "--members", "2", "--steps", "1",
+                        "--repeats", "1", "--device", "cpu", "--out", str(out)], check=True, capture_output=True, timeout=120)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 2
+    r = lines[-1]
+    assert r["config"]["members"] == 2 and r["device"] == "cpu" and r["git_commit"] is not None
+    assert r["ratio"] == pytest.approx(r["ensemble_samples_per_s"] / r["loop_samples_per_s"], rel=0.02)

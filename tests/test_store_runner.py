@@ -82,6 +82,21 @@ def test_runner_skips_finished_and_reruns_corrupt(tmp_path):
     assert any("truncated" in m for m in logs)
 
 
+def test_workers_train_the_same_records_as_one_process(tmp_path):
+    """--workers N: ensembles in spawned processes, the same records as a serial sweep, none twice."""
+    kw = dict(progress=False, log=lambda m: None)
+    serial = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "serial", **kw)
+    parallel = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "parallel", workers=2, **kw)
+    assert parallel["trained"] == serial["trained"] == 12 and len(list((tmp_path / "parallel").glob("*.json"))) == 12
+    by_hash = {r["config_hash"]: r for r in serial["records"]}
+    for r in parallel["records"]:
+        assert r["status"] == by_hash[r["config_hash"]]["status"] == "done"
+        assert r["metrics"]["best_val_nmse"] == pytest.approx(by_hash[r["config_hash"]]["metrics"]["best_val_nmse"],
+                                                             rel=1e-3)
+    again = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "parallel", workers=2, **kw)
+    assert again["trained"] == 0 and again["skipped"] == 12
+
+
 def test_groups_are_runs_equal_but_for_seed():
     from infoflow.experiments import make_experiment
     runs = make_experiment("intrinsic-dimension", "quick", tiny()).runs()
@@ -144,6 +159,7 @@ def test_resume_after_sigkill(tmp_path):
     (["run", "intrinsic-dimension", "--set", "train.steps=0"], "train.steps"),
     (["run", "intrinsic-dimension", "--device", "tpu"], "device must be"),
     (["run"], "EXPERIMENT is required"),
+    (["run", "intrinsic-dimension", "--workers", "0"], "workers must be a positive integer"),
 ])
 def test_run_bad_config_one_line_exit_2(args, field):
     r = cli(*args)
