@@ -136,7 +136,8 @@ def run(
         typer.echo(f"{experiment} [{profile}]: {summary['runs'] - len(summary['records'])} run(s) have no record yet; "
                    "rerun the same command to finish them", err=True)
     typer.echo(f"{experiment} [{profile}]: {len(summary['records'])}/{summary['runs']} records "
-               f"({done} done, {len(summary['records']) - done} failed), {summary['trained']} trained now, "
+               f"({done} done, {len(summary['records']) - done} failed), {summary['trained']} trained now "
+               f"in {summary['wall_time_s']:.0f} s, "
                f"{summary['skipped']} skipped -> {summary['store']}")
 
 
@@ -167,7 +168,8 @@ def reproduce(
     except (ConfigError, ValueError, PermissionError, FileNotFoundError) as err:
         fail(str(err))
     for name, s in out["experiments"].items():
-        typer.echo(f"{name:20s} {s['runs']} runs ({s['trained']} trained now, {s['skipped']} recorded)")
+        typer.echo(f"{name:20s} {s['runs']} runs ({s['trained']} trained now in {s['wall_time_s']:.0f} s, "
+                   f"{s['skipped']} recorded)")
     typer.echo(f"manifest: {out['manifest']}")
 
 

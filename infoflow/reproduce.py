@@ -59,7 +59,7 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
         if len(s["records"]) < s["runs"]:
             log(f"{name}: {s['runs'] - len(s['records'])} run(s) without a record; rerun to finish them")
         (out / "table.csv").write_text(format_rows(aggregate(s["records"]), "csv"))
-        summaries[name] = {k: s[k] for k in ("runs", "trained", "skipped")}
+        summaries[name] = {k: s[k] for k in ("runs", "trained", "skipped", "wall_time_s")}
     if figures:
         book = Path(__file__).resolve().parent.parent / "book"
         chapters = sorted((book / "chapters").glob("*.md"))

@@ -161,6 +161,7 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
     for problem in store.problems:
         log(f"warning: {problem}")
     groups = group_runs(todo)
+    start = time.perf_counter()
     log(f"{name} [{profile}] on {device}: {len(runs)} runs, {skipped} already recorded, "
         f"{len(todo)} to train in {len(groups)} ensemble(s) -> {store.root}")
     if executor == "slurm":
@@ -173,7 +174,15 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
     else:
         for group in tqdm(groups, disable=not progress, desc=name):
             train_group(exp, group, store, device, progress, log)
+    wall = round(time.perf_counter() - start, 1)
     hashes = {config_hash(r) for r in runs}
     records = [r for r in store.records() if r["config_hash"] in hashes]
+    if todo and executor == "local":
+        # the sweep's own wall time (with workers, less than the sum of the records' wall times)
+        sweep = {"experiment": name, "profile": profile, "trained": len(todo), "ensembles": len(groups),
+                 "workers": workers, "wall_time_s": wall, "recorded_after": len(records),
+                 **provenance(device)}
+        with open(store.root / "sweeps.jsonl", "a") as fh:
+            fh.write(json.dumps(sweep) + "\n")
     return {"experiment": name, "profile": profile, "device": device, "executor": executor, "store": str(store.root),
-            "runs": len(runs), "skipped": skipped, "trained": len(todo), "records": records}
+            "runs": len(runs), "skipped": skipped, "trained": len(todo), "records": records, "wall_time_s": wall}

@@ -47,7 +47,7 @@ def test_reproduce_writes_tables_and_manifest(tmp_path, monkeypatch):
     def fake_run(name, profile, out, device, progress, log, executor, slurm, workers):
         calls.append((name, workers))
         out.mkdir(parents=True, exist_ok=True)
-        return {"runs": 0, "trained": 0, "skipped": 0, "records": []}
+        return {"runs": 0, "trained": 0, "skipped": 0, "records": [], "wall_time_s": 0.0}
 
     monkeypatch.setattr(rep, "run_experiment", fake_run)
     summary = reproduce("quick", only=["kth-largest"], root=tmp_path, log=lambda m: None, workers=3)

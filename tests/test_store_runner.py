@@ -95,6 +95,9 @@ def test_workers_train_the_same_records_as_one_process(tmp_path):
                                                              rel=1e-3)
     again = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "parallel", workers=2, **kw)
     assert again["trained"] == 0 and again["skipped"] == 12
+    sweeps = [json.loads(line) for line in (tmp_path / "parallel" / "sweeps.jsonl").read_text().splitlines()]
+    assert len(sweeps) == 1 and sweeps[0]["workers"] == 2 and sweeps[0]["trained"] == 12
+    assert 0 < sweeps[0]["wall_time_s"] == parallel["wall_time_s"]
 
 
 def test_groups_are_runs_equal_but_for_seed():
