@@ -73,26 +73,37 @@ class AdamWEnsemble:
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor, active: Optional[torch.Tensor] = None):
+        """One update of every member, as multi-tensor (``_foreach``) ops: a dozen kernels per step
+        instead of a dozen per parameter, which is what a GPU pays for with models this small."""
         self.t += 1
         b1, b2 = self.betas
         c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        for p, m, v in zip(self.params, self.m, self.v):
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            lr_p = lr.view(shape) if active is None else (lr * active).view(shape)
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.mul_(1 - lr_p * self.wd)
-            p.sub_(lr_p * (m / c1) / ((v / c2).sqrt() + self.eps))
+        ps, ms, vs = self.params, self.m, self.v
+        gs = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ps]
+        lr = lr if active is None else lr * active
+        lr_p = [lr.view((-1,) + (1,) * (p.dim() - 1)) for p in ps]
+        torch._foreach_mul_(ms, b1)
+        torch._foreach_add_(ms, gs, alpha=1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
+        decay = torch._foreach_mul(lr_p, -self.wd)                 # p ← p·(1 − lr·wd)
+        torch._foreach_add_(decay, 1.0)
+        torch._foreach_mul_(ps, decay)
+        denom = torch._foreach_div(vs, c2)                          # p ← p − lr·m̂ / (√v̂ + ε)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, self.eps)
+        update = torch._foreach_div(ms, c1)
+        torch._foreach_mul_(update, lr_p)
+        torch._foreach_div_(update, denom)
+        torch._foreach_sub_(ps, update)
 
 
 def clip_per_member(params, max_norm: float) -> torch.Tensor:
     """Scale each member's gradient so its global norm is at most ``max_norm``; returns the norms."""
     grads = [p.grad for p in params if p.grad is not None]
-    norms = torch.sqrt(sum((g.flatten(1) ** 2).sum(1) for g in grads))
+    norms = torch.sqrt(torch.stack([(g.flatten(1) ** 2).sum(1) for g in grads]).sum(0))
     scale = torch.clamp(max_norm / (norms + 1e-12), max=1.0)
-    for g in grads:
-        g.mul_(scale.view((-1,) + (1,) * (g.dim() - 1)))
+    torch._foreach_mul_(grads, [scale.view((-1,) + (1,) * (g.dim() - 1)) for g in grads])
     return norms
 
 

@@ -92,6 +92,31 @@ def test_head_dim_sets_attention_width():
     assert y.shape == (2, 3, 1) and rec[1]["attention"].shape == (2, 3, 6, 7, 7)
 
 
+def test_adamw_ensemble_matches_torch_adamw_per_member():
+    """Oracle: member j of one batched update == torch.optim.AdamW on member j alone (own lr)."""
+    from infoflow.train import AdamWEnsemble
+    torch.manual_seed(0)
+    shapes, lrs = [(3, 4, 5), (3, 5), (3, 2, 2, 2)], [1e-2, 3e-3, 0.0]
+    ens = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in shapes]
+    alone = [[torch.nn.Parameter(p.detach()[j].clone()) for p in ens] for j in range(3)]
+    frozen = ens[0].detach()[2].clone()
+    opt = AdamWEnsemble(ens, weight_decay=0.05)
+    refs = [torch.optim.AdamW(ps, lr=lr, weight_decay=0.05, foreach=False) for ps, lr in zip(alone, lrs)]
+    for _ in range(4):
+        grads = [torch.randn(*s, dtype=torch.float64) for s in shapes]
+        for p, g in zip(ens, grads):
+            p.grad = g.clone()
+        opt.step(torch.tensor(lrs, dtype=torch.float64))
+        for j, (ps, ref) in enumerate(zip(alone, refs)):
+            for p, g in zip(ps, grads):
+                p.grad = g[j].clone()
+            ref.step()
+    for j in range(3):
+        for p, q in zip(alone[j], ens):
+            torch.testing.assert_close(p.detach(), q.detach()[j])
+    torch.testing.assert_close(ens[0].detach()[2], frozen, rtol=0, atol=0)   # lr 0: the member is left alone
+
+
 def test_per_member_clipping():
     p = torch.nn.Parameter(torch.zeros(2, 3))
     p.grad = torch.tensor([[3.0, 4.0, 0.0], [0.3, 0.4, 0.0]])
