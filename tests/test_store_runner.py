@@ -100,6 +100,25 @@ def test_workers_train_the_same_records_as_one_process(tmp_path):
     assert 0 < sweeps[0]["wall_time_s"] == parallel["wall_time_s"]
 
 
+@pytest.mark.parametrize("name", ["intrinsic-dimension", "intrinsic-dimension-deep", "triangle-center", "pair-center",
+                                  "depth-separation", "kth-largest", "probes", "specific-position"])
+def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
+    """The paper profile (SPEC §8 shapes: T up to 64, E = 60, ...) builds and trains every one of its
+    ensembles, here for one step on a few samples (and probes on 32 inputs, not 2048), so the one GPU
+    command cannot fail on a shape."""
+    import infoflow.experiments as experiments
+    from infoflow.experiments import make_experiment, parse_sets
+    probe_inputs = experiments._probe_inputs
+    monkeypatch.setattr(experiments, "_probe_inputs", lambda model, target, T, n: probe_inputs(model, target, T, 32))
+    few = parse_sets(["train.steps=1", "train.batch=4", "train.n_train=8", "train.n_val=8", "train.eval_every=1",
+                      "train.tail_steps=0"])
+    exp = make_experiment(name, "paper", few)
+    s = run_experiment(name, "paper", few, out=tmp_path, progress=False, log=lambda m: None, device="cpu")
+    assert s["trained"] == len(exp.runs()) == len(s["records"]) > 0
+    assert {r["status"] for r in s["records"]} <= {"done", "failed"}
+    assert max(r["config"]["T"] for r in s["records"]) == max(run["T"] for run in exp.runs())
+
+
 def test_groups_are_runs_equal_but_for_seed():
     from infoflow.experiments import make_experiment
     runs = make_experiment("intrinsic-dimension", "quick", tiny()).runs()
