@@ -32,24 +32,31 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _git_commit() -> Optional[str]:
+def _git(*args: str) -> Optional[str]:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
+# The code a process runs is the code it imported: read the commit (and whether tracked files
+# differ from it) once, at import, not when a record is written hours later on a moved HEAD.
+_GIT_COMMIT = _git("rev-parse", "HEAD") or None
+_GIT_DIRTY = None if _GIT_COMMIT is None else bool(_git("status", "--porcelain", "--untracked-files=no"))
+
+
 def provenance(device: str = "cpu", **extra) -> dict:
-    """Package version and git commit, torch version, device name, host, date."""
+    """Package version, git commit at import (and whether the tracked files differed from it), torch
+    version, device name, Python version, date."""
     try:
         import torch
         torch_version = torch.__version__
         device_name = torch.cuda.get_device_name(0) if str(device).startswith("cuda") else platform.processor() or "cpu"
     except ImportError:  # pragma: no cover - the engine alone has no torch
         torch_version, device_name = None, "cpu"
-    return {"package": "infoflow", "version": __version__, "git_commit": _git_commit(),
+    return {"package": "infoflow", "version": __version__, "git_commit": _GIT_COMMIT, "git_dirty": _GIT_DIRTY,
             "torch": torch_version, "device": str(device), "device_name": device_name,
             "python": platform.python_version(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra}
