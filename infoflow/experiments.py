@@ -119,6 +119,20 @@ class IntrinsicDimension(Experiment):
                     yield f"({heads[0]},{heads[1]})", {"D": D, "d": 4}, self.T, self.model(heads, self.E)
 
 
+class IntrinsicDimensionLong(IntrinsicDimension):
+    """Is the (D,D) gap still opening when the cosine schedule ends? The D = 2 runs of the cpu profile,
+    trained four times longer (our question; the paper's steps are unknown)."""
+    name: ClassVar[str] = "intrinsic-dimension-long"
+    description: ClassVar[str] = "The D = 2 configurations of the cpu profile trained 4x longer (60k steps): does the gap keep opening?"
+    profiles: ClassVar[dict] = {
+        "paper": {"Ds": [2], "train": {"steps": 60000}},
+        "cpu": {"Ds": [2], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1],
+                "train": {"steps": 60000, "batch": 256, "n_val": 4096, "eval_every": 500, "n_train": None}},
+        "quick": {"Ds": [2], "T": 16, "E": 24, "ffn": 64, "seeds": [0],
+                  "train": {"steps": 1200, "batch": 128, "n_val": 1024, "eval_every": 100, "lr": 3e-3}},
+    }
+
+
 class IntrinsicDimensionDeep(IntrinsicDimension):
     """Beyond the paper: three layers with a one-head middle layer, (D,1,D), (D-1,1,D), (D,1,D-1)."""
     name: ClassVar[str] = "intrinsic-dimension-deep"
@@ -276,7 +290,7 @@ class SpecificPosition(Experiment):
 
 EXPERIMENTS: dict[str, type[Experiment]] = {
     c.name: c for c in (DepthSeparation, KthLargest, Probes, SpecificPosition, IntrinsicDimension,
-                        IntrinsicDimensionDeep, TriangleCenter, PairCenter)}
+                        IntrinsicDimensionDeep, IntrinsicDimensionLong, TriangleCenter, PairCenter)}
 PROFILES = ("quick", "cpu", "paper")   # cpu: the largest scale that fits a 2-core CPU (our choice)
 
 

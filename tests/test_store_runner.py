@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from infoflow import __version__
+from infoflow.experiments import EXPERIMENTS
 from infoflow.model import EnsembleTransformer, ModelConfig
 from infoflow.runner import group_runs, run_experiment
 from infoflow.store import ResultsStore, config_hash, provenance
@@ -100,8 +101,7 @@ def test_workers_train_the_same_records_as_one_process(tmp_path):
     assert 0 < sweeps[0]["wall_time_s"] == parallel["wall_time_s"]
 
 
-@pytest.mark.parametrize("name", ["intrinsic-dimension", "intrinsic-dimension-deep", "triangle-center", "pair-center",
-                                  "depth-separation", "kth-largest", "probes", "specific-position"])
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
     """The paper profile (SPEC §8 shapes: T up to 64, E = 60, ...) builds and trains every one of its
     ensembles, here for one step on a few samples (and probes on 32 inputs, not 2048), so the one GPU
