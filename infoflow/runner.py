@@ -120,6 +120,17 @@ def group_cost(group: list[dict]) -> float:
     return steps * (run["T"] + 1) * run["model"]["E"] * len(run["model"]["heads"]) * len(group)
 
 
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, ask the kernel to kill this worker when the driver dies (even by
+    SIGKILL), so a stopped sweep leaves no orphan training; a rerun trains its unfinished groups."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: ResultsStore, device: str,
                       workers: int, progress: bool, log: Callable) -> None:
     """Train groups concurrently in ``workers`` processes (spawned: safe with CUDA). Tiny models leave
@@ -128,7 +139,7 @@ def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: R
     threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 1
     ctx = multiprocessing.get_context("spawn")
     order = sorted(groups, key=group_cost, reverse=True)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent) as pool:
         futures = {pool.submit(train_group_job, exp.name, profile, overrides, g, str(store.root), device, threads):
                    g for g in order}
         for fut in tqdm(as_completed(futures), total=len(futures), disable=not progress, desc=exp.name):
