@@ -7,7 +7,7 @@ import io
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -100,6 +100,18 @@ def describe(records: list[dict], profile: str) -> dict:
     return {"profile": f"{profile} ({PROFILE_WORDS.get(profile, profile)})", "seeds": seeds,
             "device": ", ".join(devices), "steps": steps,
             "commits": sorted({(r["provenance"].get("git_commit") or "?")[:7] for r in records})}
+
+
+def mean_curves(records: list[dict], key: Callable[[dict], object]) -> dict:
+    """Validation curves grouped by ``key(record)``: {key: (steps, geometric mean over the group's
+    runs)}; runs of a group share their evaluation steps."""
+    import numpy as np
+    groups: dict = defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r["curve"])
+    return {k: ([s for s, _ in runs[0]], np.exp(np.mean(np.log(np.array([[v for _, v in c] for c in runs],
+                                                                        dtype=float)), axis=0)))
+            for k, runs in groups.items()}
 
 
 def live_quick(experiment: str, root: Optional[Path] = None) -> list[dict]:

@@ -122,3 +122,12 @@ def test_probe_rows_and_summary():
     assert s["heads_improved"] == 0.5
     assert s["mean_argmax_h1_ge_D"] == pytest.approx(0.3) and s["mean_argmax_h1_lt_D"] == pytest.approx(1.25)
     assert s["worst_trained_argmax"] == 0.6 and s["best_trained_second"] == 0.6
+
+
+def test_mean_curves_geometric_mean_per_group():
+    from infoflow.results import mean_curves
+    recs = [{"g": "a", "curve": [[10, 1e-2], [20, 1e-4]]}, {"g": "a", "curve": [[10, 1.0], [20, 1e-2]]},
+            {"g": "b", "curve": [[10, 0.5], [20, 0.25]]}]
+    out = mean_curves(recs, lambda r: r["g"])
+    assert out["a"][0] == [10, 20] and np.allclose(out["a"][1], [0.1, 1e-3])
+    assert np.allclose(out["b"][1], [0.5, 0.25])
