@@ -35,24 +35,28 @@ def make_step(model, target, gens, autocast=False):
         X, y = draw(target, gens, BATCH, CFG.T)
         with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=autocast):
             pred = model(X)
-        loss = ((pred.float() - y) ** 2).flatten(1).mean(1).sum()
+        per_member = ((pred.float() - y) ** 2).flatten(1).mean(1)
         model.zero_grad(set_to_none=True)
-        loss.backward()
+        per_member.sum().backward()
         clip_per_member(list(model.parameters()), 1.0)
         opt.step(lr)
+        return per_member.detach()
     return step
 
 
-def timed(step, steps, device):
+def timed(step, steps, device, losses=False):
+    """Seconds for ``steps`` steps after one warm-up step; with ``losses``, also the members' loss
+    at the last step (to compare variants that made the same steps on the same data)."""
     step()  # warm-up
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        last = step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    return (elapsed, last) if losses else elapsed
 
 
 def main():
@@ -61,6 +65,8 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--variants", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time torch.compile and bf16 autocast (default: on CUDA only)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
     args = ap.parse_args()
     M, dev = args.members, args.device
@@ -85,12 +91,20 @@ def main():
               "loop_samples_per_s": round(samples / loop_time, 1), "ensemble_samples_per_s": round(samples / ens_time, 1),
               "ratio": round(loop_time / ens_time, 2),
               "ratio_per_repeat": [round(a / b, 2) for a, b in zip(loop_times, ens_times)], **provenance(dev)}
-    if dev.startswith("cuda"):
-        ens_bf16 = EnsembleTransformer(CFG, members=M, seeds=list(range(M)), device=dev)
-        result["ensemble_bf16_samples_per_s"] = round(samples / timed(make_step(ens_bf16, target, gens(range(M)), autocast=True), args.steps, dev), 1)
-        ens_c = EnsembleTransformer(CFG, members=M, seeds=list(range(M)), device=dev)
-        ens_c.forward = torch.compile(ens_c.forward)
-        result["ensemble_compiled_samples_per_s"] = round(samples / timed(make_step(ens_c, target, gens(range(M))), args.steps, dev), 1)
+    if args.variants if args.variants is not None else dev.startswith("cuda"):
+        # torch.compile and bf16 autocast of the ensemble: speed, and how far each member's loss is from
+        # eager fp32 after the same 1 + steps steps on the same data (relative difference, max over members).
+        def variant(compiled=False, autocast=False):
+            model = EnsembleTransformer(CFG, members=M, seeds=list(range(M)), device=dev)
+            if compiled:
+                model.forward = torch.compile(model.forward)
+            return timed(make_step(model, target, gens(range(M)), autocast=autocast), args.steps, dev, losses=True)
+
+        _, ref = variant()
+        for name, kw in (("bf16", {"autocast": True}), ("compiled", {"compiled": True})):
+            seconds, loss = variant(**kw)
+            result[f"ensemble_{name}_samples_per_s"] = round(samples / seconds, 1)
+            result[f"ensemble_{name}_max_rel_loss_diff"] = float(((loss - ref).abs() / ref).max())
     line = json.dumps(result)
     print(line)
     with open(args.out, "a") as fh:

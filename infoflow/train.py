@@ -152,9 +152,10 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
     base_lr = torch.tensor([cfg.lr] * M if lrs is None else list(lrs), device=device)
     opt = AdamWEnsemble(model.parameters(), weight_decay=cfg.weight_decay)
     active = torch.ones(M, device=device)
-    errors: list = [None] * M
+    first_bad = torch.full((M,), -1, dtype=torch.long, device=device)   # step of a member's first non-finite loss
     best = torch.full((M,), float("inf"), device=device)
-    curve: list = []
+    curve_steps: list = []
+    curve_vals: list = []   # device tensors, read once at the end: no host-device sync inside the loop
     total = cfg.steps + cfg.tail_steps
     train_nmse = torch.full((M,), float("nan"), device=device)
     for step in tqdm(range(total), disable=not progress, desc="train", leave=False):
@@ -162,9 +163,8 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
         pred = model(X)
         per_member = ((pred - y) ** 2).flatten(1).mean(1)
         bad = ~torch.isfinite(per_member) & (active > 0)
-        for j in torch.nonzero(bad).flatten().tolist():
-            errors[j] = f"non-finite loss at step {step}"
-            active[j] = 0
+        first_bad = torch.where(bad, step, first_bad)
+        active = torch.where(bad, 0.0, active)
         model.zero_grad(set_to_none=True)
         torch.where(active > 0, per_member, torch.zeros_like(per_member)).sum().backward()
         with torch.no_grad():
@@ -174,12 +174,17 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
             clip_per_member(list(model.parameters()), cfg.grad_clip)
             scale = lr_at(step, cfg) / cfg.lr if step < cfg.steps else cfg.tail_lr / cfg.lr
             opt.step(base_lr * scale, active)
-            train_nmse = nmse(pred.detach(), y)
+            if step + 1 == total:
+                train_nmse = nmse(pred.detach(), y)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == total:
                 v = nmse(model(Xv), yv)
                 v = torch.where(torch.isfinite(v), v, torch.full_like(v, float("inf")))
                 best = torch.minimum(best, v)
-                curve.append((step + 1, v.tolist()))
+                curve_steps.append(step + 1)
+                curve_vals.append(v)
+    curve = list(zip(curve_steps, torch.stack(curve_vals).tolist())) if curve_vals else []
+    errors = [f"non-finite loss at step {s}" if s >= 0 else None for s in first_bad.tolist()]
+
     def finite(x):
         return float(x) if math.isfinite(float(x)) else None
 

@@ -1,37 +1,66 @@
 #!/usr/bin/env bash
 # One prepared GPU session (issues #4 and #6), to run in the repository root of the device machine:
 #   1. the ensemble benchmark at M = 64 (eager, torch.compile, bf16), appended to benchmarks/results.jsonl;
-#   2. the paper profile of the Sec. 6 experiments, resumable, inside a time budget (seconds);
-#   3. everything packed into $OUT/device-results.tgz (benchmark lines, records, sweep logs, tables).
+#   2. the paper profile of the Sec. 6 experiments, both at once (one process each, WORKERS_ID and
+#      WORKERS_TRI ensembles in flight), resumable, until TOTAL seconds after the start;
+#   3. everything packed into $OUT/device-results.tgz (benchmark lines, records, sweep logs, logs).
+# Many small processes on one GPU only overlap their kernels under MPS: it is started when the image
+# has it and a CUDA call works through it, else the sweep runs without (time-sliced).
 # The device image has torch but not pydantic or array-api-compat: fetch their wheels here first
 # (scripts/device_wheels.sh) and carry .whl. Settings by environment variables:
-#   DEVICE=cuda PROFILE=paper BUDGET=360 WORKERS=6 BENCH="--members 64 --steps 100 --repeats 3"
-#   WHEELS=.whl BENCH_OUT=benchmarks/results.jsonl OUT=$OUT PYTHON=python3
+#   DEVICE=cuda PROFILE=paper TOTAL=550 BENCH_LIMIT=130 WORKERS_ID=8 WORKERS_TRI=6
+#   BENCH="--members 64 --steps 40 --repeats 3" WHEELS=.whl BENCH_OUT=benchmarks/results.jsonl OUT=$OUT PYTHON=python3
 set -u
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-paper}
-BUDGET=${BUDGET:-360}
-WORKERS=${WORKERS:-6}
-BENCH=${BENCH:---members 64 --steps 100 --repeats 3}
+TOTAL=${TOTAL:-550}
+BENCH_LIMIT=${BENCH_LIMIT:-130}
+WORKERS_ID=${WORKERS_ID:-8}
+WORKERS_TRI=${WORKERS_TRI:-6}
+BENCH=${BENCH:---members 64 --steps 40 --repeats 3}
 OUT=${OUT:-/tmp/infoflow-out}
 PY=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
 BENCH_OUT=${BENCH_OUT:-benchmarks/results.jsonl}
 export PYTHONUNBUFFERED=1
+start=$(date +%s)
+mkdir -p "$OUT"
 if [ -d "$WHEELS" ]; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-mkdir -p "$OUT"
 $PY -c "import torch, infoflow; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'infoflow', infoflow.__version__)" || exit 1
-nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true
-start=$(date +%s)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+nproc
+
 # shellcheck disable=SC2086
-timeout 180 $PY benchmarks/bench_ensemble.py $BENCH --device "$DEVICE" --out "$BENCH_OUT" || echo "benchmark: exit $?"
+timeout "$BENCH_LIMIT" $PY benchmarks/bench_ensemble.py $BENCH --device "$DEVICE" --out "$BENCH_OUT" || echo "benchmark: exit $?"
 echo "benchmark done after $(( $(date +%s) - start )) s"
-timeout "$BUDGET" $PY -m infoflow.cli reproduce --profile "$PROFILE" --only intrinsic-dimension --only triangle-center \
-    --device "$DEVICE" --workers "$WORKERS" --quiet || echo "reproduce: exit $? (a sweep cut by the budget resumes on the next call)"
-echo "all done after $(( $(date +%s) - start )) s"
-tar czf "$OUT/device-results.tgz" "$BENCH_OUT" data/MANIFEST.json \
-    $(ls -d data/*/"$PROFILE" 2>/dev/null) && ls -l "$OUT"
+
+MPS=off
+if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d && timeout 60 $PY -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
+        MPS=on
+    else
+        echo quit | nvidia-cuda-mps-control 2>/dev/null
+        unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    fi
+fi
+echo "MPS: $MPS"
+
+budget=$(( TOTAL - ($(date +%s) - start) ))
+echo "sweep budget: $budget s"
+sweep() {  # experiment workers
+    timeout "$budget" $PY -m infoflow.cli reproduce --profile "$PROFILE" --only "$1" --device "$DEVICE" \
+        --workers "$2" --quiet > "$OUT/$1.log" 2>&1 || echo "$1: exit $? (a sweep cut by the budget resumes on the next call)" >> "$OUT/$1.log"
+}
+sweep intrinsic-dimension "$WORKERS_ID" &
+sweep triangle-center "$WORKERS_TRI" &
+while [ -n "$(jobs -r)" ]; do sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null; done
+wait
+tail -n 5 "$OUT"/*.log
+echo "all done after $(( $(date +%s) - start )) s (MPS $MPS)"
+tar czf "$OUT/device-results.tgz" "$BENCH_OUT" $(ls -d data/*/"$PROFILE" 2>/dev/null) && ls -l "$OUT"
