@@ -30,6 +30,16 @@ def _pair_scores(xp, X, A):
     return xp.matmul(XA, xp.matrix_transpose(X)[..., None, :, :])  # (..., D, T, T)
 
 
+def _in_chunks(xp, X, per_sequence, chunk: int):
+    """``per_sequence`` applied to batch chunks of ``chunk`` sequences of ``X`` (..., T, d), each giving
+    one number per sequence; the results in ``X``'s batch shape. Keeps a target whose intermediate is
+    T² or T³ numbers per sequence within memory on the paper's training sets (300k sequences at T = 64)."""
+    batch_shape = X.shape[:-2]
+    Xf = xp.reshape(X, (-1,) + tuple(X.shape[-2:]))
+    out = [per_sequence(Xf[start:start + chunk]) for start in range(0, Xf.shape[0], chunk)]
+    return xp.reshape(xp.concat(out), batch_shape)
+
+
 def _pair_sq_norms(xp, X):
     """Gram matrix G and ``P[..., a, b] = ‖x_a + x_b‖² = G_aa + G_bb + 2 G_ab``."""
     G = xp.matmul(X, xp.matrix_transpose(X))
@@ -137,6 +147,7 @@ class IntrinsicDimension(Target):
     d: int = 4
     D: int = 2
     seed: int = 0
+    chunk: int = 4096
 
     @property
     def A(self) -> np.ndarray:
@@ -144,8 +155,12 @@ class IntrinsicDimension(Target):
 
     def __call__(self, X):
         xp = array_namespace(X)
-        S = _pair_scores(xp, X, as_array(self.A, X))
-        return xp.sum(xp.max(xp.max(S, axis=-1), axis=-1), axis=-1)
+        A = as_array(self.A, X)
+
+        def per_sequence(Xc):
+            S = _pair_scores(xp, Xc, A)                                  # (n, D, T, T)
+            return xp.sum(xp.max(xp.max(S, axis=-1), axis=-1), axis=-1)
+        return _in_chunks(xp, X, per_sequence, self.chunk)
 
 
 @dataclass(frozen=True)
@@ -164,17 +179,14 @@ class TriangleCenter(Target):
 
     def __call__(self, X):
         xp = array_namespace(X)
-        batch_shape = X.shape[:-2]
-        Xf = xp.reshape(X, (-1,) + tuple(X.shape[-2:]))
-        out = []
-        for start in range(0, Xf.shape[0], self.chunk):
-            Xc = Xf[start:start + self.chunk]
+
+        def per_sequence(Xc):
             G, diag, pair = _pair_sq_norms(xp, Xc)                         # (n,T,T), (n,T), |x_a + x_b|^2
             sq = (pair[:, :, :, None] + diag[:, None, None, :]
                   + 2 * (G[:, :, None, :] + G[:, None, :, :]))             # (n, T, T, T)
             m = xp.min(xp.reshape(sq, (sq.shape[0], -1)), axis=-1)
-            out.append(xp.sqrt(xp.clip(m, min=0.0)))
-        return xp.reshape(xp.concat(out), batch_shape)
+            return xp.sqrt(xp.clip(m, min=0.0))
+        return _in_chunks(xp, X, per_sequence, self.chunk)
 
     def sample_inputs(self, rng, n, T):
         X = normal(rng, (n, T, self.d)) * np.sqrt(2.0)

@@ -2,13 +2,15 @@
 # One prepared GPU session (issues #4 and #6), to run in the repository root of the device machine:
 #   1. the ensemble benchmark at M = 64 (eager, torch.compile, bf16), appended to benchmarks/results.jsonl;
 #   2. the paper profile of the Sec. 6 experiments, both at once (one process each, WORKERS_ID and
-#      WORKERS_TRI ensembles in flight), resumable, until TOTAL seconds after the start;
+#      WORKERS_TRI ensembles in flight), resumable, until TOTAL seconds after the start, into
+#      data/EXPERIMENT/PROFILE (ID_SETS / TRI_SETS: extra `--set key=value` words to run a subset);
 #   3. everything packed into $OUT/device-results.tgz (benchmark lines, records, sweep logs, logs).
+# Tables and data/MANIFEST.json are written back here, from the unpacked records (results.aggregate, reproduce.write_manifest).
 # Many small processes on one GPU only overlap their kernels under MPS: it is started when the image
 # has it and a CUDA call works through it, else the sweep runs without (time-sliced).
 # The device image has torch but not pydantic or array-api-compat: fetch their wheels here first
 # (scripts/device_wheels.sh) and carry .whl. Settings by environment variables:
-#   DEVICE=cuda PROFILE=paper TOTAL=550 BENCH_LIMIT=130 WORKERS_ID=8 WORKERS_TRI=6
+#   DEVICE=cuda PROFILE=paper TOTAL=550 BENCH_LIMIT=130 (0: no benchmark) WORKERS_ID=8 WORKERS_TRI=6 ID_SETS= TRI_SETS=
 #   BENCH="--members 64 --steps 40 --repeats 3" WHEELS=.whl BENCH_OUT=benchmarks/results.jsonl OUT=$OUT PYTHON=python3
 set -u
 DEVICE=${DEVICE:-cuda}
@@ -34,9 +36,11 @@ $PY -c "import torch, infoflow; print('torch', torch.__version__, 'cuda', torch.
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
 nproc
 
-# shellcheck disable=SC2086
-timeout "$BENCH_LIMIT" $PY benchmarks/bench_ensemble.py $BENCH --device "$DEVICE" --out "$BENCH_OUT" || echo "benchmark: exit $?"
-echo "benchmark done after $(( $(date +%s) - start )) s"
+if [ "$BENCH_LIMIT" -gt 0 ]; then
+    # shellcheck disable=SC2086
+    timeout "$BENCH_LIMIT" $PY benchmarks/bench_ensemble.py $BENCH --device "$DEVICE" --out "$BENCH_OUT" || echo "benchmark: exit $?"
+    echo "benchmark done after $(( $(date +%s) - start )) s"
+fi
 
 MPS=off
 if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then
@@ -53,12 +57,13 @@ echo "MPS: $MPS"
 
 budget=$(( TOTAL - ($(date +%s) - start) ))
 echo "sweep budget: $budget s"
-sweep() {  # experiment workers
-    timeout "$budget" $PY -m infoflow.cli reproduce --profile "$PROFILE" --only "$1" --device "$DEVICE" \
-        --workers "$2" --quiet > "$OUT/$1.log" 2>&1 || echo "$1: exit $? (a sweep cut by the budget resumes on the next call)" >> "$OUT/$1.log"
+sweep() {  # experiment workers [--set key=value ...]
+    # shellcheck disable=SC2086
+    timeout "$budget" $PY -m infoflow.cli run "$1" --profile "$PROFILE" --out "data/$1/$PROFILE" --device "$DEVICE" \
+        --workers "$2" --quiet $3 > "$OUT/$1.log" 2>&1 || echo "$1: exit $? (a sweep cut by the budget resumes on the next call)" >> "$OUT/$1.log"
 }
-sweep intrinsic-dimension "$WORKERS_ID" &
-sweep triangle-center "$WORKERS_TRI" &
+sweep intrinsic-dimension "$WORKERS_ID" "${ID_SETS:-}" &
+sweep triangle-center "$WORKERS_TRI" "${TRI_SETS:-}" &
 while [ -n "$(jobs -r)" ]; do sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null; done
 wait
 tail -n 5 "$OUT"/*.log

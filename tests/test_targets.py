@@ -29,7 +29,7 @@ def brute(target, X):
 
 
 ALL = [DepthSeparation(), KthLargest(k=1), KthLargest(k=2), KthLargest(k=3), DRetrieval(D=3),
-       IntrinsicDimension(D=3), TriangleCenter(chunk=3), PairCenter(), FirstThreeSum()]
+       IntrinsicDimension(D=3, chunk=3), TriangleCenter(chunk=3), PairCenter(), FirstThreeSum()]
 
 
 @pytest.mark.parametrize("target", ALL, ids=lambda t: f"{t.name}")
