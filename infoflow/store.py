@@ -21,7 +21,7 @@ from typing import Iterable, Optional
 
 from . import __version__
 
-__all__ = ["config_hash", "provenance", "ResultsStore", "RecordProblem", "REQUIRED"]
+__all__ = ["config_hash", "code_sha256", "provenance", "ResultsStore", "RecordProblem", "REQUIRED"]
 
 REQUIRED = ("config", "config_hash", "status", "metrics", "provenance")
 
@@ -47,9 +47,22 @@ _GIT_COMMIT = _git("rev-parse", "HEAD") or None
 _GIT_DIRTY = None if _GIT_COMMIT is None else bool(_git("status", "--porcelain", "--untracked-files=no"))
 
 
+def code_sha256(package_dir: Path = Path(__file__).resolve().parent) -> str:
+    """sha256 of the package's own source (every ``*.py`` file, by name and content), 16 hex digits:
+    names the code that ran even where the checkout's git history is missing or stale (a copied tree)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(package_dir).glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+_CODE_SHA256 = code_sha256()
+
+
 def provenance(device: str = "cpu", **extra) -> dict:
-    """Package version, git commit at import (and whether the tracked files differed from it), torch
-    version, device name, Python version, date."""
+    """Package version, git commit at import (and whether the tracked files differed from it), the
+    hash of the package source imported (:func:`code_sha256`), torch version, device name, Python
+    version, date."""
     try:
         import torch
         torch_version = torch.__version__
@@ -57,7 +70,7 @@ def provenance(device: str = "cpu", **extra) -> dict:
     except ImportError:  # pragma: no cover - the engine alone has no torch
         torch_version, device_name = None, "cpu"
     return {"package": "infoflow", "version": __version__, "git_commit": _GIT_COMMIT, "git_dirty": _GIT_DIRTY,
-            "torch": torch_version, "device": str(device), "device_name": device_name,
+            "code_sha256": _CODE_SHA256, "torch": torch_version, "device": str(device), "device_name": device_name,
             "python": platform.python_version(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra}
 

@@ -204,3 +204,19 @@ def test_unwritable_output(tmp_path):
         assert not list(Path(tmp_path).rglob("*.json"))
     finally:
         os.chmod(tmp_path / "ro", 0o700)
+
+
+def test_code_hash_names_the_package_source(tmp_path):
+    """Records carry a hash of the package source: the same for the same files, different when any
+    file's content (or name) changes, and what provenance() reports for the imported package."""
+    from infoflow.store import code_sha256
+    import infoflow
+    pkg = Path(infoflow.__file__).parent
+    assert provenance()["code_sha256"] == code_sha256(pkg)
+    copy = tmp_path / "pkg"
+    copy.mkdir()
+    for f in pkg.glob("*.py"):
+        (copy / f.name).write_bytes(f.read_bytes())
+    assert code_sha256(copy) == code_sha256(pkg)
+    (copy / "train.py").write_text((copy / "train.py").read_text() + "\n# changed\n")
+    assert code_sha256(copy) != code_sha256(pkg)
