@@ -114,6 +114,17 @@ def mean_curves(records: list[dict], key: Callable[[dict], object]) -> dict:
             for k, runs in groups.items()}
 
 
+def seed_values(records: Iterable[dict], key: Callable[[dict], object], metric: str = "best_val_nmse") -> dict:
+    """Per-seed values of ``metric`` over the finished runs, grouped by ``key(record)``:
+    {key: [value of seed s for s in sorted seeds]}. For claims a mean hides (a seed that never
+    leaves the plateau next to seeds that do)."""
+    groups: dict = defaultdict(list)
+    for r in records:
+        if r["status"] == "done":
+            groups[key(r)].append((r["config"]["seed"], float(r["metrics"][metric])))
+    return {k: [v for _, v in sorted(pairs)] for k, pairs in groups.items()}
+
+
 def live_quick(experiment: str, root: Optional[Path] = None) -> list[dict]:
     """Run (or load, when recorded) the quick profile of ``experiment`` into root/experiment/quick."""
     from .runner import run_experiment

@@ -131,3 +131,12 @@ def test_mean_curves_geometric_mean_per_group():
     out = mean_curves(recs, lambda r: r["g"])
     assert out["a"][0] == [10, 20] and np.allclose(out["a"][1], [0.1, 1e-3])
     assert np.allclose(out["b"][1], [0.5, 0.25])
+
+
+def test_seed_values_orders_by_seed_and_skips_failed_runs():
+    from infoflow.results import seed_values
+
+    def rec(g, seed, v, status="done"):
+        return {"g": g, "status": status, "config": {"seed": seed}, "metrics": {"best_val_nmse": v}}
+    recs = [rec("a", 2, 0.3), rec("a", 0, 0.1), rec("a", 1, None, "failed"), rec("b", 5, 0.5), rec("b", 1, 0.7)]
+    assert seed_values(recs, lambda r: r["g"]) == {"a": [0.1, 0.3], "b": [0.7, 0.5]}
