@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
 # One prepared GPU session (issues #4 and #6), to run in the repository root of the device machine:
 #   1. the ensemble benchmark at M = 64 (eager, torch.compile, bf16), appended to benchmarks/results.jsonl;
-#   2. the paper profile of the Sec. 6 experiments, both at once (one process each, WORKERS_ID and
-#      WORKERS_TRI ensembles in flight), resumable, until TOTAL seconds after the start, into
-#      data/EXPERIMENT/PROFILE (ID_SETS / TRI_SETS: extra `--set key=value` words to run a subset);
+#   2. paper-profile sweeps, all at once (one process each, with its own number of ensembles in flight),
+#      resumable, until TOTAL seconds after the start, into data/EXPERIMENT/PROFILE. SWEEPS holds one
+#      line per sweep: "EXPERIMENT WORKERS [--set key=value ...]" (default: the two Sec. 6 experiments);
 #   3. everything packed into $OUT/device-results.tgz (benchmark lines, records, sweep logs, logs).
 # Tables and data/MANIFEST.json are written back here, from the unpacked records (results.aggregate, reproduce.write_manifest).
 # Many small processes on one GPU only overlap their kernels under MPS: it is started when the image
 # has it and a CUDA call works through it, else the sweep runs without (time-sliced).
 # The device image has torch but not pydantic or array-api-compat: fetch their wheels here first
 # (scripts/device_wheels.sh) and carry .whl. Settings by environment variables:
-#   DEVICE=cuda PROFILE=paper TOTAL=550 BENCH_LIMIT=130 (0: no benchmark) WORKERS_ID=8 WORKERS_TRI=6 ID_SETS= TRI_SETS=
+#   DEVICE=cuda PROFILE=paper TOTAL=550 BENCH_LIMIT=130 (0: no benchmark) SWEEPS=$'intrinsic-dimension 8\ntriangle-center 6'
+# Example, the rest of Sec. 6 and the longer schedule at T = 64 (the next session's call):
+#   BENCH_LIMIT=0 SWEEPS=$'intrinsic-dimension 6 --set Ds=[5,6]\nintrinsic-dimension-long 3' bash scripts/device_session.sh
 #   BENCH="--members 64 --steps 40 --repeats 3" WHEELS=.whl BENCH_OUT=benchmarks/results.jsonl OUT=$OUT PYTHON=python3
 set -u
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-paper}
 TOTAL=${TOTAL:-550}
 BENCH_LIMIT=${BENCH_LIMIT:-130}
-WORKERS_ID=${WORKERS_ID:-8}
-WORKERS_TRI=${WORKERS_TRI:-6}
+SWEEPS=${SWEEPS:-$'intrinsic-dimension 8\ntriangle-center 6'}
 BENCH=${BENCH:---members 64 --steps 40 --repeats 3}
 OUT=${OUT:-/tmp/infoflow-out}
 PY=${PYTHON:-python3}
@@ -57,13 +58,15 @@ echo "MPS: $MPS"
 
 budget=$(( TOTAL - ($(date +%s) - start) ))
 echo "sweep budget: $budget s"
-sweep() {  # experiment workers [--set key=value ...]
+n=0
+while read -r exp workers sets; do
+    [ -n "$exp" ] || continue
+    n=$((n + 1))
     # shellcheck disable=SC2086
-    timeout "$budget" $PY -m infoflow.cli run "$1" --profile "$PROFILE" --out "data/$1/$PROFILE" --device "$DEVICE" \
-        --workers "$2" --quiet $3 > "$OUT/$1.log" 2>&1 || echo "$1: exit $? (a sweep cut by the budget resumes on the next call)" >> "$OUT/$1.log"
-}
-sweep intrinsic-dimension "$WORKERS_ID" "${ID_SETS:-}" &
-sweep triangle-center "$WORKERS_TRI" "${TRI_SETS:-}" &
+    (timeout "$budget" $PY -m infoflow.cli run "$exp" --profile "$PROFILE" --out "data/$exp/$PROFILE" --device "$DEVICE" \
+        --workers "$workers" --quiet $sets > "$OUT/sweep$n-$exp.log" 2>&1 \
+        || echo "$exp: exit $? (a sweep cut by the budget resumes on the next call)" >> "$OUT/sweep$n-$exp.log") &
+done <<< "$SWEEPS"
 while [ -n "$(jobs -r)" ]; do sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null; done
 wait
 tail -n 5 "$OUT"/*.log
