@@ -120,13 +120,13 @@ class IntrinsicDimension(Experiment):
 
 
 class IntrinsicDimensionLong(IntrinsicDimension):
-    """Is the (D,D) gap still opening when the cosine schedule ends? The D = 2 runs of the cpu profile,
+    """Is the (D,D) gap still opening when the cosine schedule ends? The D = 2, 3 runs of the cpu profile,
     trained four times longer (our question; the paper's steps are unknown)."""
     name: ClassVar[str] = "intrinsic-dimension-long"
-    description: ClassVar[str] = "The D = 2 configurations of the cpu profile trained 4x longer (60k steps): does the gap keep opening?"
+    description: ClassVar[str] = "The D = 2 (cpu: and 3) configurations trained 4x longer (60k steps): does the gap keep opening?"
     profiles: ClassVar[dict] = {
         "paper": {"Ds": [2], "train": {"steps": 60000}},
-        "cpu": {"Ds": [2], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1],
+        "cpu": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1],
                 "train": {"steps": 60000, "batch": 256, "n_val": 4096, "eval_every": 500, "n_train": None}},
         "quick": {"Ds": [2], "T": 16, "E": 24, "ffn": 64, "seeds": [0],
                   "train": {"steps": 1200, "batch": 128, "n_val": 1024, "eval_every": 100, "lr": 3e-3}},
