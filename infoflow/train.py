@@ -98,12 +98,23 @@ class AdamWEnsemble:
         torch._foreach_sub_(ps, update)
 
 
-def clip_per_member(params, max_norm: float) -> torch.Tensor:
-    """Scale each member's gradient so its global norm is at most ``max_norm``; returns the norms."""
+def clip_per_member(params, max_norm: float, active: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Scale each member's gradient so its global norm is at most ``max_norm``; returns the norms.
+
+    Non-finite gradient entries, and every gradient of a member with ``active == 0``, are zeroed
+    first. All parameters go through one flat (M, P) copy, so a step costs a handful of kernels
+    whatever the number of parameter tensors (on a GPU these models are bound by kernel launches)."""
     grads = [p.grad for p in params if p.grad is not None]
-    norms = torch.sqrt(torch.stack([(g.flatten(1) ** 2).sum(1) for g in grads]).sum(0))
-    scale = torch.clamp(max_norm / (norms + 1e-12), max=1.0)
-    torch._foreach_mul_(grads, [scale.view((-1,) + (1,) * (g.dim() - 1)) for g in grads])
+    M = grads[0].shape[0]
+    flat = torch.cat([g.reshape(M, -1) for g in grads], dim=1)
+    keep = torch.isfinite(flat)
+    if active is not None:
+        keep &= (active > 0)[:, None]
+    flat = torch.where(keep, flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
+    norms = torch.linalg.vector_norm(flat, dim=1)
+    flat = flat * torch.clamp(max_norm / (norms + 1e-12), max=1.0)[:, None]
+    pieces = flat.split([g[0].numel() for g in grads], dim=1)
+    torch._foreach_copy_(grads, [piece.view(g.shape) for piece, g in zip(pieces, grads)])
     return norms
 
 
@@ -168,10 +179,7 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
         model.zero_grad(set_to_none=True)
         torch.where(active > 0, per_member, torch.zeros_like(per_member)).sum().backward()
         with torch.no_grad():
-            for p in model.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(active.view((-1,) + (1,) * (p.dim() - 1))).nan_to_num_(0.0)
-            clip_per_member(list(model.parameters()), cfg.grad_clip)
+            clip_per_member(list(model.parameters()), cfg.grad_clip, active)   # zeroes frozen members too
             scale = lr_at(step, cfg) / cfg.lr if step < cfg.steps else cfg.tail_lr / cfg.lr
             opt.step(base_lr * scale, active)
             if step + 1 == total:

@@ -157,3 +157,16 @@ def test_bad_configs():
     model = EnsembleTransformer(ModelConfig(d=4, T=8), members=2)
     with pytest.raises(ValueError, match="one seed per member"):
         train_ensemble(model, IntrinsicDimension(D=2), seeds=[0], cfg=TrainConfig(steps=1))
+
+
+def test_clipping_zeroes_non_finite_entries_and_frozen_members():
+    """Gradients of a frozen member (active = 0) and non-finite entries are zeroed before the norm,
+    across parameter tensors of different shapes (one flat pass over all of them)."""
+    a = torch.nn.Parameter(torch.zeros(3, 2))
+    b = torch.nn.Parameter(torch.zeros(3, 1, 2))
+    a.grad = torch.tensor([[3.0, float("nan")], [1.0, 1.0], [float("inf"), 2.0]])
+    b.grad = torch.tensor([[[0.0, 4.0]], [[1.0, 1.0]], [[5.0, 5.0]]])
+    norms = clip_per_member([a, b], 10.0, active=torch.tensor([1.0, 1.0, 0.0]))
+    torch.testing.assert_close(norms, torch.tensor([5.0, 2.0, 0.0]))
+    torch.testing.assert_close(a.grad, torch.tensor([[3.0, 0.0], [1.0, 1.0], [0.0, 0.0]]))
+    torch.testing.assert_close(b.grad, torch.tensor([[[0.0, 4.0]], [[1.0, 1.0]], [[0.0, 0.0]]]))
