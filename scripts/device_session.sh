@@ -11,9 +11,9 @@
 # The device image has torch but not pydantic or array-api-compat: fetch their wheels here first
 # (scripts/device_wheels.sh) and carry .whl. Settings by environment variables:
 #   DEVICE=cuda PROFILE=paper TOTAL=550 BENCH_LIMIT=130 (0: no benchmark) SWEEPS=$'intrinsic-dimension 8\ntriangle-center 6'
-# Example, the rest of Sec. 6 and the longer schedule at T = 64 (the next session's call):
-#   BENCH_LIMIT=0 SWEEPS=$'intrinsic-dimension 6 --set Ds=[5,6]\nintrinsic-dimension-long 3' bash scripts/device_session.sh
-#   BENCH="--members 64 --steps 40 --repeats 3" WHEELS=.whl BENCH_OUT=benchmarks/results.jsonl OUT=$OUT PYTHON=python3
+# Example, the rest of Sec. 6 (first call), then the longer schedule at T = 64 (second call):
+#   BENCH_LIMIT=130 TOTAL=380 SWEEPS='intrinsic-dimension 6 --set Ds=[5,6]' bash scripts/device_session.sh
+#   BENCH_LIMIT=0 TOTAL=400 SWEEPS='intrinsic-dimension-long 3' bash scripts/device_session.sh
 set -u
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-paper}
