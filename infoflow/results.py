@@ -105,7 +105,6 @@ def describe(records: list[dict], profile: str) -> dict:
 def mean_curves(records: list[dict], key: Callable[[dict], object]) -> dict:
     """Validation curves grouped by ``key(record)``: {key: (steps, geometric mean over the group's
     runs)}; runs of a group share their evaluation steps."""
-    import numpy as np
     groups: dict = defaultdict(list)
     for r in records:
         groups[key(r)].append(r["curve"])
@@ -123,6 +122,13 @@ def seed_values(records: Iterable[dict], key: Callable[[dict], object], metric: 
         if r["status"] == "done":
             groups[key(r)].append((r["config"]["seed"], float(r["metrics"][metric])))
     return {k: [v for _, v in sorted(pairs)] for k, pairs in groups.items()}
+
+
+def second_half_ratio(record: dict) -> float:
+    """Best validation NMSE of the whole run over the best of its first half (evaluations up to mid-run):
+    well below 1 for a run still improving when its schedule ended."""
+    vals = [v for _, v in record["curve"] if v is not None]
+    return min(vals) / min(vals[: len(vals) // 2])
 
 
 def live_quick(experiment: str, root: Optional[Path] = None) -> list[dict]:

@@ -161,7 +161,8 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
     Xv, yv = draw(target, val_gens, cfg.n_val, T)
     batches = _Batches(target, gens, cfg, T)
     base_lr = torch.tensor([cfg.lr] * M if lrs is None else list(lrs), device=device)
-    opt = AdamWEnsemble(model.parameters(), weight_decay=cfg.weight_decay)
+    params = list(model.parameters())
+    opt = AdamWEnsemble(params, weight_decay=cfg.weight_decay)
     active = torch.ones(M, device=device)
     first_bad = torch.full((M,), -1, dtype=torch.long, device=device)   # step of a member's first non-finite loss
     best = torch.full((M,), float("inf"), device=device)
@@ -179,7 +180,7 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
         model.zero_grad(set_to_none=True)
         torch.where(active > 0, per_member, torch.zeros_like(per_member)).sum().backward()
         with torch.no_grad():
-            clip_per_member(list(model.parameters()), cfg.grad_clip, active)   # zeroes frozen members too
+            clip_per_member(params, cfg.grad_clip, active)   # zeroes frozen members too
             scale = lr_at(step, cfg) / cfg.lr if step < cfg.steps else cfg.tail_lr / cfg.lr
             opt.step(base_lr * scale, active)
             if step + 1 == total:
@@ -190,7 +191,7 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
                 best = torch.minimum(best, v)
                 curve_steps.append(step + 1)
                 curve_vals.append(v)
-    curve = list(zip(curve_steps, torch.stack(curve_vals).tolist())) if curve_vals else []
+    curve = list(zip(curve_steps, torch.stack(curve_vals).tolist()))   # the last step always evaluates
     errors = [f"non-finite loss at step {s}" if s >= 0 else None for s in first_bad.tolist()]
 
     def finite(x):

@@ -140,3 +140,9 @@ def test_seed_values_orders_by_seed_and_skips_failed_runs():
         return {"g": g, "status": status, "config": {"seed": seed}, "metrics": {"best_val_nmse": v}}
     recs = [rec("a", 2, 0.3), rec("a", 0, 0.1), rec("a", 1, None, "failed"), rec("b", 5, 0.5), rec("b", 1, 0.7)]
     assert seed_values(recs, lambda r: r["g"]) == {"a": [0.1, 0.3], "b": [0.7, 0.5]}
+
+
+def test_second_half_ratio_compares_best_of_run_with_best_of_first_half():
+    from infoflow.results import second_half_ratio
+    assert second_half_ratio({"curve": [[1, 0.5], [2, 0.4], [3, None], [4, 0.1], [5, 0.2]]}) == pytest.approx(0.25)
+    assert second_half_ratio({"curve": [[1, 0.3], [2, 0.1], [3, 0.2], [4, 0.15]]}) == 1.0
