@@ -21,7 +21,7 @@ import torch
 from infoflow.model import EnsembleTransformer, ModelConfig
 from infoflow.store import provenance
 from infoflow.targets import IntrinsicDimension
-from infoflow.train import AdamWEnsemble, clip_per_member, draw
+from infoflow.train import AdamWEnsemble, clip_per_member, draw, reuse_freed_memory
 
 CFG = ModelConfig(d=4, T=16, heads=(2, 2), E=32, ffn=128)
 BATCH = 256
@@ -67,9 +67,13 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--variants", action=argparse.BooleanOptionalAction, default=None,
                     help="also time torch.compile and bf16 autocast (default: on CUDA only)")
+    ap.add_argument("--reuse-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                    help="CPU: glibc keeps freed memory for reuse, as training does (infoflow.train.reuse_freed_memory)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
     args = ap.parse_args()
     M, dev = args.members, args.device
+    if dev == "cpu" and args.reuse_freed_memory:   # as train_ensemble does on a CPU
+        reuse_freed_memory()
     target = IntrinsicDimension(D=2)
 
     def gens(seeds):
@@ -87,7 +91,7 @@ def main():
     samples = M * BATCH * args.steps
     result = {"benchmark": "ensemble-vs-loop", "config": {"L": 2, "E": 32, "T": 16, "batch": BATCH, "members": M,
                                                           "steps": args.steps, "repeats": args.repeats},
-              "threads": torch.get_num_threads(),
+              "threads": torch.get_num_threads(), "reuse_freed_memory": bool(dev == "cpu" and args.reuse_freed_memory),
               "loop_samples_per_s": round(samples / loop_time, 1), "ensemble_samples_per_s": round(samples / ens_time, 1),
               "ratio": round(loop_time / ens_time, 2),
               "ratio_per_repeat": [round(a / b, 2) for a, b in zip(loop_times, ens_times)], **provenance(dev)}
