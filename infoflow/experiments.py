@@ -136,12 +136,12 @@ class IntrinsicDimensionLong(IntrinsicDimension):
 class IntrinsicDimensionWide(IntrinsicDimension):
     """The cpu profile's missing dimensions: D = 5, 6 need E divisible by D and D - 1, which E = 24 is
     not, so these runs use the paper's widths E = 60, ffn = 240 (our choice) at the cpu profile's T and
-    steps; D = 4 is run at both widths as the bridge between the two. At paper scale E is 60 already:
-    this experiment's paper profile is the D = 4..6 part of ``intrinsic-dimension``'s."""
+    steps; D = 4 is run at both widths as the bridge between the two. At paper scale E is 60 already,
+    so the paper profile has no runs (they are ``intrinsic-dimension``'s D = 4..6)."""
     name: ClassVar[str] = "intrinsic-dimension-wide"
     description: ClassVar[str] = "D = 4, 5, 6 at E = 60 (the cpu profile's E = 24 is not divisible by 5): the missing dimensions on CPU"
     profiles: ClassVar[dict] = {
-        "paper": {"Ds": [4, 5, 6]},
+        "paper": {"Ds": []},     # no runs: at paper scale these are intrinsic-dimension's own
         "cpu": {"Ds": [5, 6, 4], "T": 16, "seeds": [0, 1],
                 "train": {"steps": 15000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None}},
         "quick": {"Ds": [5], "T": 8, "ffn": 64, "seeds": [0],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from . import __version__
-from .experiments import EXPERIMENTS
+from .experiments import EXPERIMENTS, make_experiment
 from .results import DATA_DIR, aggregate, format_rows, load_records
 from .runner import run_experiment
 from .store import provenance
@@ -53,6 +53,9 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
         raise ValueError(f"unknown experiment {unknown[0]!r}; allowed: {', '.join(EXPERIMENTS)}")
     summaries = {}
     for name in names:
+        if not make_experiment(name, profile).runs():   # e.g. intrinsic-dimension-wide at paper scale
+            log(f"{name}: no runs under the {profile} profile; skipped")
+            continue
         out = Path(root) / name / profile
         s = run_experiment(name, profile, out=out, device=device, progress=progress, log=log,
                            executor=executor, slurm=slurm, workers=workers)

@@ -34,11 +34,11 @@ def load_records(experiment: str, profile: str, root: Optional[Path] = None, cur
 
 def best_profile(experiment: str, root: Optional[Path] = None, order=("paper", "cpu", "quick")) -> Optional[str]:
     """The largest profile whose every run has a record in ``root`` (paper, then cpu, then quick);
-    a sweep still running (or killed midway) does not count."""
+    a sweep still running (or killed midway) does not count, nor does a profile without runs."""
     from .experiments import make_experiment
     for p in order:
         expected = len(make_experiment(experiment, p).runs())
-        if len(load_records(experiment, p, root)) == expected:
+        if expected and len(load_records(experiment, p, root)) == expected:
             return p
     return None
 

@@ -20,7 +20,9 @@ TINY = ["train.steps=10", "train.batch=16", "train.n_val=32", "train.eval_every=
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_profile_is_valid(name, profile):
     runs = make_experiment(name, profile).runs()
-    assert runs and len({json.dumps(r, sort_keys=True) for r in runs}) == len(runs)
+    assert len({json.dumps(r, sort_keys=True) for r in runs}) == len(runs)
+    # the one profile without runs: at paper scale the wide runs are intrinsic-dimension's own
+    assert bool(runs) != ((name, profile) == ("intrinsic-dimension-wide", "paper"))
 
 
 def test_aggregate_and_completeness(tmp_path):
@@ -56,6 +58,11 @@ def test_reproduce_writes_tables_and_manifest(tmp_path, monkeypatch):
     assert "kth-largest/quick/table.csv" in manifest["files"] and manifest["tables"]
     with pytest.raises(ValueError, match="unknown experiment"):
         reproduce("quick", only=["nope"], root=tmp_path)
+    # a profile without runs (intrinsic-dimension-wide at paper scale) is skipped, not written, not "complete"
+    calls.clear()
+    reproduce("paper", only=["intrinsic-dimension-wide"], root=tmp_path, log=lambda m: None)
+    assert calls == [] and not (tmp_path / "intrinsic-dimension-wide").exists()
+    assert best_profile("intrinsic-dimension-wide", tmp_path, order=("paper",)) is None
 
 
 def test_manifest_hashes_files(tmp_path):
