@@ -72,8 +72,7 @@ def main():
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
     args = ap.parse_args()
     M, dev = args.members, args.device
-    if dev == "cpu" and args.reuse_freed_memory:   # as train_ensemble does on a CPU
-        reuse_freed_memory()
+    reused = dev == "cpu" and args.reuse_freed_memory and reuse_freed_memory()   # as train_ensemble does on a CPU
     target = IntrinsicDimension(D=2)
 
     def gens(seeds):
@@ -91,7 +90,7 @@ def main():
     samples = M * BATCH * args.steps
     result = {"benchmark": "ensemble-vs-loop", "config": {"L": 2, "E": 32, "T": 16, "batch": BATCH, "members": M,
                                                           "steps": args.steps, "repeats": args.repeats},
-              "threads": torch.get_num_threads(), "reuse_freed_memory": bool(dev == "cpu" and args.reuse_freed_memory),
+              "threads": torch.get_num_threads(), "reuse_freed_memory": bool(reused),
               "loop_samples_per_s": round(samples / loop_time, 1), "ensemble_samples_per_s": round(samples / ens_time, 1),
               "ratio": round(loop_time / ens_time, 2),
               "ratio_per_repeat": [round(a / b, 2) for a, b in zip(loop_times, ens_times)], **provenance(dev)}

@@ -58,3 +58,12 @@ def config_kind(label: str) -> str:
     """'(3,3)' → '(D,D)', '(2,3)' → '(D-1,D)', '(3,2)' → '(D,D-1)' for Table 11 labels."""
     h1, h2 = (int(v) for v in label.strip("()").split(","))
     return "(D,D)" if h1 == h2 else ("(D-1,D)" if h1 < h2 else "(D,D-1)")
+
+
+KINDS = ("(D,D)", "(D-1,D)", "(D,D-1)")   # the three configurations of Sec. 6.1, in Table 11's order
+
+
+def dd_gap(errors: dict) -> float:
+    """Table 11's separation at one D: the better of (D-1,D) and (D,D-1) over (D,D), from a
+    {configuration: error} mapping (> 1 when (D,D) has the lowest error, as Prop. 1 predicts)."""
+    return min(errors["(D-1,D)"], errors["(D,D-1)"]) / errors["(D,D)"]

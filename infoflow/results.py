@@ -113,15 +113,21 @@ def mean_curves(records: list[dict], key: Callable[[dict], object]) -> dict:
             for k, runs in groups.items()}
 
 
-def seed_values(records: Iterable[dict], key: Callable[[dict], object], metric: str = "best_val_nmse") -> dict:
-    """Per-seed values of ``metric`` over the finished runs, grouped by ``key(record)``:
-    {key: [value of seed s for s in sorted seeds]}. For claims a mean hides (a seed that never
-    leaves the plateau next to seeds that do)."""
+def seed_pairs(records: Iterable[dict], key: Callable[[dict], object], metric: str = "best_val_nmse") -> dict:
+    """(seed, value of ``metric``) of every finished run, grouped by ``key(record)`` and sorted by seed:
+    {key: [(seed, value), ...]}."""
     groups: dict = defaultdict(list)
     for r in records:
         if r["status"] == "done":
             groups[key(r)].append((r["config"]["seed"], float(r["metrics"][metric])))
-    return {k: [v for _, v in sorted(pairs)] for k, pairs in groups.items()}
+    return {k: sorted(pairs) for k, pairs in groups.items()}
+
+
+def seed_values(records: Iterable[dict], key: Callable[[dict], object], metric: str = "best_val_nmse") -> dict:
+    """Per-seed values of ``metric`` over the finished runs, grouped by ``key(record)``:
+    {key: [value of seed s for s in sorted seeds]}. For claims a mean hides (a seed that never
+    leaves the plateau next to seeds that do)."""
+    return {k: [v for _, v in pairs] for k, pairs in seed_pairs(records, key, metric).items()}
 
 
 def second_half_ratio(record: dict) -> float:

@@ -147,6 +147,15 @@ def test_seed_values_orders_by_seed_and_skips_failed_runs():
         return {"g": g, "status": status, "config": {"seed": seed}, "metrics": {"best_val_nmse": v}}
     recs = [rec("a", 2, 0.3), rec("a", 0, 0.1), rec("a", 1, None, "failed"), rec("b", 5, 0.5), rec("b", 1, 0.7)]
     assert seed_values(recs, lambda r: r["g"]) == {"a": [0.1, 0.3], "b": [0.7, 0.5]}
+    from infoflow.results import seed_pairs
+    assert seed_pairs(recs, lambda r: r["g"]) == {"a": [(0, 0.1), (2, 0.3)], "b": [(1, 0.7), (5, 0.5)]}
+
+
+def test_dd_gap_is_best_other_over_dd():
+    from infoflow.paper import TABLE_11, dd_gap
+    assert dd_gap({"(D,D)": 0.01, "(D-1,D)": 0.05, "(D,D-1)": 0.02}) == pytest.approx(2.0)
+    assert dd_gap({"(D,D)": 0.02, "(D-1,D)": 0.01, "(D,D-1)": 0.03}) == pytest.approx(0.5)   # (D,D) not the best
+    assert round(dd_gap(TABLE_11[2])) == 623 and round(dd_gap(TABLE_11[6])) == 3
 
 
 def test_second_half_ratio_compares_best_of_run_with_best_of_first_half():
