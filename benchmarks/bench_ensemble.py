@@ -8,6 +8,13 @@ ensemble step (reported, not used by default until they pass the equivalence tes
 
     python benchmarks/bench_ensemble.py --members 8 --steps 30          # CPU
     python benchmarks/bench_ensemble.py --members 64 --steps 100         # GPU
+
+``--grouping EXPERIMENT`` measures instead how an experiment's paper-profile runs are best cut into
+ensembles: one ensemble per configuration (its seeds), as the runner does on a CPU, against
+ensembles of up to ``--max-members`` runs that share parameter shapes (different heads or D), as it
+does on a GPU; the same training steps for every run, one process, samples/s of both and their ratio:
+
+    python benchmarks/bench_ensemble.py --grouping intrinsic-dimension --steps 20      # GPU
 """
 from __future__ import annotations
 
@@ -18,7 +25,9 @@ from pathlib import Path
 
 import torch
 
+from infoflow.experiments import make_experiment
 from infoflow.model import EnsembleTransformer, ModelConfig
+from infoflow.runner import MAX_MEMBERS, build_model, group_runs
 from infoflow.store import provenance
 from infoflow.targets import IntrinsicDimension
 from infoflow.train import AdamWEnsemble, clip_per_member, draw, reuse_freed_memory
@@ -27,12 +36,15 @@ CFG = ModelConfig(d=4, T=16, heads=(2, 2), E=32, ffn=128)
 BATCH = 256
 
 
-def make_step(model, target, gens, autocast=False):
+def make_step(model, target, gens, autocast=False, fixed_batch=False):
+    """One training step of ``model`` (as train_ensemble takes it): fresh data each step, or with
+    ``fixed_batch`` one batch drawn once (the paper profile's fixed training sets cost a gather)."""
     opt = AdamWEnsemble(model.parameters())
     lr = torch.full((model.M,), 1e-3, device=next(model.parameters()).device)
+    batch = draw(target, gens, BATCH, model.cfg.T) if fixed_batch else None
 
     def step():
-        X, y = draw(target, gens, BATCH, CFG.T)
+        X, y = batch or draw(target, gens, BATCH, model.cfg.T)
         with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=autocast):
             pred = model(X)
         per_member = ((pred.float() - y) ** 2).flatten(1).mean(1)
@@ -59,6 +71,32 @@ def timed(step, steps, device, losses=False):
     return (elapsed, last) if losses else elapsed
 
 
+def bench_grouping(args) -> dict:
+    """Seconds for ``steps`` steps of every run of an experiment's paper profile, grouped per
+    configuration and grouped by shared shapes (interleaved repeats, medians)."""
+    runs = make_experiment(args.grouping, "paper").runs()
+    layouts = {"per_config": group_runs(runs), "shared": group_runs(runs, share_shapes=True, max_members=args.max_members)}
+    steps = {}
+    for name, groups in layouts.items():
+        steps[name] = []
+        for group in groups:
+            targets, model = build_model(group, args.device)
+            gens = [torch.Generator(device=args.device).manual_seed(r["seed"]) for r in group]
+            steps[name].append(make_step(model, targets, gens, fixed_batch=True))
+    times = {name: [] for name in layouts}
+    for _ in range(args.repeats):
+        for name in layouts:
+            times[name].append(sum(timed(step, args.steps, args.device) for step in steps[name]))
+    med = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    samples = len(runs) * BATCH * args.steps
+    return {"benchmark": "shared-shapes", "experiment": args.grouping, "profile": "paper", "runs": len(runs),
+            "config": {"batch": BATCH, "steps": args.steps, "repeats": args.repeats, "max_members": args.max_members},
+            "ensembles": {name: [len(g) for g in groups] for name, groups in layouts.items()},
+            **{f"{name}_samples_per_s": round(samples / med[name], 1) for name in layouts},
+            "ratio": round(med["per_config"] / med["shared"], 2),
+            "ratio_per_repeat": [round(a / b, 2) for a, b in zip(times["per_config"], times["shared"])]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--members", type=int, default=8)
@@ -69,10 +107,16 @@ def main():
                     help="also time torch.compile and bf16 autocast (default: on CUDA only)")
     ap.add_argument("--reuse-freed-memory", action=argparse.BooleanOptionalAction, default=True,
                     help="CPU: glibc keeps freed memory for reuse, as training does (infoflow.train.reuse_freed_memory)")
+    ap.add_argument("--grouping", metavar="EXPERIMENT", help="time per-configuration against shared-shape ensembles")
+    ap.add_argument("--max-members", type=int, default=MAX_MEMBERS, help="with --grouping: the largest shared ensemble")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
     args = ap.parse_args()
     M, dev = args.members, args.device
     reused = dev == "cpu" and args.reuse_freed_memory and reuse_freed_memory()   # as train_ensemble does on a CPU
+    if args.grouping:
+        write({**bench_grouping(args), "threads": torch.get_num_threads(), "reuse_freed_memory": bool(reused),
+               **provenance(dev)}, args.out)
+        return
     target = IntrinsicDimension(D=2)
 
     def gens(seeds):
@@ -108,9 +152,14 @@ def main():
             seconds, loss = variant(**kw)
             result[f"ensemble_{name}_samples_per_s"] = round(samples / seconds, 1)
             result[f"ensemble_{name}_max_rel_loss_diff"] = float(((loss - ref).abs() / ref).max())
+    write(result, args.out)
+
+
+def write(result: dict, out: Path) -> None:
+    """Print ``result`` and append it to ``out`` as one JSON line."""
     line = json.dumps(result)
     print(line)
-    with open(args.out, "a") as fh:
+    with open(out, "a") as fh:
         fh.write(line + "\n")
 
 

@@ -99,6 +99,9 @@ def run(
     list_experiments: bool = typer.Option(False, "--list", help="list the experiments and exit"),
     executor: str = typer.Option("local", help="local or slurm"),
     workers: int = typer.Option(1, help="local: ensembles trained at once, each in its own process (GPU: 4-8 keep it busy)"),
+    share_shapes: Optional[bool] = typer.Option(None, "--share-shapes/--no-share-shapes",
+                                                help="train runs whose parameters have the same shapes (heads or target D differ) as one ensemble (default: on a GPU)"),
+    max_members: Optional[int] = typer.Option(None, help="with shared shapes: the largest ensemble (default 16)"),
     slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options (partition, time_min, cpus, gpus, mem_gb, account)"),
     partition: Optional[str] = typer.Option(None, help="slurm partition"),
     time_min: Optional[int] = typer.Option(None, help="slurm time limit per job, minutes (default 60)"),
@@ -126,7 +129,8 @@ def run(
                                        mem_gb=mem_gb, account=account)
         summary = run_experiment(experiment, profile, parse_sets(sets), out=out, device=device,
                                  progress=not quiet, retry_failed=retry_failed, log=lambda m: typer.echo(m, err=True),
-                                 executor=executor, slurm=slurm, workers=workers)
+                                 executor=executor, slurm=slurm, workers=workers, share_shapes=share_shapes,
+                                 max_members=max_members)
     except (ConfigError, ValueError, PermissionError) as err:
         fail(str(err))
     except OSError as err:
@@ -149,6 +153,9 @@ def reproduce(
     slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda[:N]"),
     workers: int = typer.Option(1, help="local: ensembles trained at once, each in its own process"),
+    share_shapes: Optional[bool] = typer.Option(None, "--share-shapes/--no-share-shapes",
+                                                help="train runs whose parameters have the same shapes (heads or target D differ) as one ensemble (default: on a GPU)"),
+    max_members: Optional[int] = typer.Option(None, help="with shared shapes: the largest ensemble (default 16)"),
     figures: bool = typer.Option(False, "--figures", help="also re-execute every chapter (regenerates the figures)"),
     quiet: bool = typer.Option(False, "--quiet"),
 ):
@@ -164,7 +171,7 @@ def reproduce(
             slurm = load_slurm_options(slurm_config)
         out = _reproduce(profile, only or None, device=device, figures=figures, progress=not quiet,
                          log=lambda m: typer.echo(m, err=True), executor=executor, slurm=slurm,
-                         workers=workers)
+                         workers=workers, share_shapes=share_shapes, max_members=max_members)
     except (ConfigError, ValueError, PermissionError, FileNotFoundError) as err:
         fail(str(err))
     for name, s in out["experiments"].items():

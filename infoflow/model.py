@@ -4,17 +4,22 @@ as one set of batched matmuls. A single model is the M = 1 case.
 
 Shapes: inputs X (M, B, T, d) → outputs (M, B, out_dim). Positions: 0 is the CLS token, 1..T tokens.
 Residual width E is shared by all layers; layer l has h_l heads of dimension n_l = E / h_l.
+
+Members may differ in their head counts: with n_l = E / h_l every parameter has the same shape
+whatever h_l is, so (say) the (D-1,D), (D,D-1) and (D,D) models of Sec. 6.1 train as one ensemble.
+Only the attention core (scores, softmax, weighted sum) runs once per run of consecutive members
+with the same h_l; everything else stays one batched op for all members.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["ModelConfig", "EnsembleTransformer"]
+__all__ = ["ModelConfig", "EnsembleTransformer", "shape_key", "equal_runs"]
 
 
 @dataclass(frozen=True)
@@ -55,18 +60,48 @@ def _act(name: str):
     return {"gelu": nn.functional.gelu, "relu": torch.relu, "tanh": torch.tanh}[name]
 
 
-class EnsembleTransformer(nn.Module):
-    """M independent Transformers of the same shape. ``forward(X, record=True)`` also returns, per
-    layer, the attention weights (M, B, h, T+1, T+1) and the post-attention states (M, B, T+1, E)."""
+def shape_key(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with what does not set a parameter shape blanked: the head counts, when the attention
+    width is E (``head_dim`` unset). Models with equal keys can be members of one ensemble."""
+    return replace(cfg, heads=(1,) * len(cfg.heads)) if cfg.head_dim is None else cfg
 
-    def __init__(self, cfg: ModelConfig, members: int = 1, seeds: Optional[Sequence[int]] = None, device=None):
+
+def equal_runs(items: Sequence) -> list[tuple[int, int, object]]:
+    """Runs of consecutive equal items: [(start, end, item), ...]."""
+    runs: list = []
+    for j, item in enumerate(items):
+        if runs and runs[-1][2] == item:
+            runs[-1][1] = j + 1
+        else:
+            runs.append([j, j + 1, item])
+    return [tuple(r) for r in runs]
+
+
+class EnsembleTransformer(nn.Module):
+    """M independent Transformers of the same parameter shapes. ``cfg`` is one config for all members
+    or one per member (equal but for ``heads``, see :func:`shape_key`). ``forward(X, record=True)``
+    also returns, per layer, the attention weights (M, B, h, T+1, T+1) and the post-attention states
+    (M, B, T+1, E); recording needs one head count per layer."""
+
+    def __init__(self, cfg, members: Optional[int] = None, seeds: Optional[Sequence[int]] = None, device=None):
         super().__init__()
+        cfgs = [cfg] * (1 if members is None else members) if isinstance(cfg, ModelConfig) else list(cfg)
+        members = len(cfgs) if members is None else members
         if not isinstance(members, int) or members < 1:
             raise ValueError(f"members must be a positive integer, got {members!r}")
+        if len(cfgs) != members:
+            raise ValueError(f"cfg must give one config per member ({members}), got {len(cfgs)}")
+        for j, c in enumerate(cfgs):
+            if shape_key(c) != shape_key(cfgs[0]):
+                raise ValueError(f"cfg: member {j} ({c}) does not share parameter shapes with member 0 ({cfgs[0]}); "
+                                 "members may differ only in heads, and only when head_dim is unset")
         seeds = list(range(members)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != members:
             raise ValueError(f"seeds must give one seed per member ({members}), got {len(seeds)}")
-        self.cfg, self.M = cfg, members
+        cfg = cfgs[0]
+        self.cfg, self.cfgs, self.M = cfg, cfgs, members
+        # per layer: runs of consecutive members with the same head count
+        self.head_groups = [equal_runs([c.heads[l] for c in cfgs]) for l in range(len(cfg.heads))]
         M, E, d, m = members, cfg.E, cfg.d, cfg.ffn
         # one generator per member: member j is initialised exactly as a lone model with seed j
         gens = [torch.Generator().manual_seed(s) for s in seeds]
@@ -84,7 +119,7 @@ class EnsembleTransformer(nn.Module):
         self.cls = w(E, fan_in=E)
         self.layers = nn.ModuleList()
         for h in cfg.heads:
-            inner = self.inner_width(h)
+            inner = self.inner_width(h)   # E (or head_dim·h, then h is every member's)
             layer = nn.ParameterDict(dict(
                 W_Q=w(E, inner, fan_in=E), W_K=w(E, inner, fan_in=E), W_V=w(E, inner, fan_in=E),
                 W_O=w(inner, E, fan_in=inner),
@@ -133,10 +168,10 @@ class EnsembleTransformer(nn.Module):
         M, B, S, E = H.shape
         records = []
         last = len(self.layers) - 1
-        for l, (h, layer) in enumerate(zip(self.cfg.heads, self.layers)):
-            inner = self.inner_width(h)
-            n = inner // h
-            beta = self.cfg.beta if self.cfg.beta is not None else 1 / math.sqrt(n)
+        if record and any(len(groups) > 1 for groups in self.head_groups):
+            raise ValueError("record=True needs one head count per layer; these members differ in heads")
+        for l, (groups, layer) in enumerate(zip(self.head_groups, self.layers)):
+            inner = self.inner_width(groups[0][2])
             # The readout reads only the CLS token, so the last layer needs only its row (queries,
             # residual, FFN at position 0): the same outputs for about 40% fewer FLOPs at L = 2.
             # ``record=True`` computes every row, for probes and figures.
@@ -146,10 +181,12 @@ class EnsembleTransformer(nn.Module):
             # Q, K, V as one batched matmul (K, V only when the queries are the CLS row alone)
             W = [layer["W_K"], layer["W_V"]] if cls_only else [layer["W_Q"], layer["W_K"], layer["W_V"]]
             qkv = torch.einsum("mbse,mef->mbsf", H, torch.cat(W, dim=-1)).split(inner, dim=-1)
-            q = (torch.einsum("mbse,mef->mbsf", Hq, layer["W_Q"]),) if cls_only else qkv[:1]
-            q, k, v = (t.reshape(M, B, t.shape[2], h, n).transpose(2, 3) for t in q + qkv[-2:])
-            att = torch.softmax(beta * q @ k.transpose(-1, -2), dim=-1)           # (M, B, h, Sq, S)
-            heads_out = (att @ v).transpose(2, 3).reshape(M, B, Sq, inner)
+            q = torch.einsum("mbse,mef->mbsf", Hq, layer["W_Q"]) if cls_only else qkv[0]
+            k, v = qkv[-2:]
+            # the attention core once per run of members with the same head count (usually one run)
+            outs = [self.attend(q[a:b], k[a:b], v[a:b], h) for a, b, h in groups]
+            att = outs[0][0]
+            heads_out = outs[0][1] if len(outs) == 1 else torch.cat([out for _, out in outs])
             H = Hq + torch.einsum("mbse,mef->mbsf", heads_out, layer["W_O"])
             if "ln_g" in layer:
                 H = nn.functional.layer_norm(H, (E,)) * layer["ln_g"][:, None, None] + layer["ln_b"][:, None, None]
@@ -161,6 +198,16 @@ class EnsembleTransformer(nn.Module):
         y = torch.einsum("mbf,mfo->mbo", act(torch.einsum("mbe,mef->mbf", c, self.R_1) + self.r_1[:, None]),
                          self.R_2) + self.r_2[:, None]
         return (y, records) if record else y
+
+    def attend(self, q, k, v, h: int):
+        """Eq. 1's attention core for members with h heads: q (m, B, Sq, inner), k and v (m, B, S, inner)
+        → weights (m, B, h, Sq, S) and the heads' outputs concatenated, (m, B, Sq, inner)."""
+        m, B, Sq, inner = q.shape
+        n = inner // h
+        beta = self.cfg.beta if self.cfg.beta is not None else 1 / math.sqrt(n)
+        q, k, v = (t.reshape(m, B, t.shape[2], h, n).transpose(2, 3) for t in (q, k, v))
+        att = torch.softmax(beta * q @ k.transpose(-1, -2), dim=-1)
+        return att, (att @ v).transpose(2, 3).reshape(m, B, Sq, inner)
 
     @staticmethod
     def top_positions(attention: torch.Tensor, k: int = 2) -> torch.Tensor:

@@ -46,7 +46,7 @@ def write_manifest(root: Path = DATA_DIR) -> Path:
 def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root: Path = DATA_DIR,
               device: Optional[str] = None, figures: bool = False, progress: bool = True,
               log: Callable = print, executor: str = "local", slurm: Optional[dict] = None,
-              workers: int = 1) -> dict:
+              workers: int = 1, share_shapes: Optional[bool] = None, max_members: Optional[int] = None) -> dict:
     names = list(only) if only else list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
@@ -58,7 +58,8 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
             continue
         out = Path(root) / name / profile
         s = run_experiment(name, profile, out=out, device=device, progress=progress, log=log,
-                           executor=executor, slurm=slurm, workers=workers)
+                           executor=executor, slurm=slurm, workers=workers, share_shapes=share_shapes,
+                           max_members=max_members)
         if len(s["records"]) < s["runs"]:
             log(f"{name}: {s['runs'] - len(s['records'])} run(s) without a record; rerun to finish them")
         (out / "table.csv").write_text(format_rows(aggregate(s["records"]), "csv"))

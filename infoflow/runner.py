@@ -1,6 +1,7 @@
 """Run an experiment: expand its config into runs, skip those with a valid record, train the rest
-in ensembles (runs equal but for the seed share one model with a member per seed), write one
-record per run. A sweep killed at any moment resumes without losing or duplicating a run: records
+in ensembles (runs equal but for the seed share one model with a member per seed; with
+``share_shapes``, so do runs whose models differ only in head counts or whose targets differ only in
+parameters such as D), write one record per run. A sweep killed at any moment resumes without losing or duplicating a run: records
 are written atomically and keyed by config hash, so a run either has its complete record or none.
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Callable, Optional
 import torch
 from tqdm import tqdm
 
-from .experiments import make_experiment
-from .model import EnsembleTransformer, ModelConfig
+from .experiments import Experiment, make_experiment
+from .model import EnsembleTransformer, ModelConfig, shape_key
 from .store import ResultsStore, config_hash, provenance
 from .targets import make_target
 from .train import TrainConfig, train_ensemble
@@ -27,6 +28,7 @@ from .train import TrainConfig, train_ensemble
 __all__ = ["run_experiment", "default_device", "build_model", "group_runs", "train_group_job", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("runs")
+MAX_MEMBERS = 16   # DEFAULT: the largest ensemble (our choice, not yet timed against others on a GPU)
 
 
 def default_device() -> str:
@@ -43,13 +45,24 @@ def check_device(device: str, local: bool = True) -> str:
     raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
 
 
-def build_model(run: dict, members: int, seeds, device) -> tuple:
-    target = make_target(run["target"], **run["target_params"])
+def check_positive(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def model_config(run: dict, target) -> ModelConfig:
     m = run["model"]
-    cfg = ModelConfig(d=target.d, T=run["T"], heads=tuple(m["heads"]), E=m["E"], ffn=m["ffn"],
-                      out_dim=target.out_dim, pe=m["pe"], activation=m["activation"],
-                      layernorm=m["layernorm"], head_dim=m["head_dim"])
-    return target, EnsembleTransformer(cfg, members=members, seeds=seeds, device=device)
+    return ModelConfig(d=target.d, T=run["T"], heads=tuple(m["heads"]), E=m["E"], ffn=m["ffn"],
+                       out_dim=target.out_dim, pe=m["pe"], activation=m["activation"],
+                       layernorm=m["layernorm"], head_dim=m["head_dim"])
+
+
+def build_model(group: list[dict], device) -> tuple:
+    """The targets (one per run) and the ensemble (one member per run, seeded by its seed) of a group."""
+    targets = [make_target(r["target"], **r["target_params"]) for r in group]
+    cfgs = [model_config(r, t) for r, t in zip(group, targets)]
+    return targets, EnsembleTransformer(cfgs, seeds=[r["seed"] for r in group], device=device)
 
 
 def finite_or_none(obj):
@@ -63,26 +76,43 @@ def finite_or_none(obj):
     return obj
 
 
-def group_runs(runs: list[dict]) -> list[list[dict]]:
-    """Runs equal but for the seed form one ensemble."""
+def group_runs(runs: list[dict], share_shapes: bool = False, max_members: Optional[int] = None) -> list[list[dict]]:
+    """Runs equal but for the seed form one ensemble. With ``share_shapes``, so do runs that differ
+    only in their models' head counts (parameters of the same shapes, :func:`~infoflow.model.shape_key`),
+    their targets' parameters (same d) or their labels. An ensemble of more than ``max_members``
+    runs is cut into nearly equal consecutive parts. Runs keep their order within a group."""
+    if max_members is not None:
+        check_positive("max_members", max_members)
     groups = defaultdict(list)
     for run in runs:
-        key = json.dumps({k: v for k, v in run.items() if k != "seed"}, sort_keys=True)
+        drop = ("seed", "label", "target_params", "model") if share_shapes else ("seed",)
+        key = json.dumps({k: v for k, v in run.items() if k not in drop}, sort_keys=True)
+        if share_shapes:
+            key += repr(shape_key(model_config(run, make_target(run["target"], **run["target_params"]))))
         groups[key].append(run)
-    return list(groups.values())
+    out = []
+    for group in groups.values():
+        parts = math.ceil(len(group) / max_members) if max_members else 1
+        size, extra = divmod(len(group), parts)
+        start = 0
+        for i in range(parts):
+            end = start + size + (i < extra)
+            out.append(group[start:end])
+            start = end
+    return out
 
 
 def train_group(exp, group: list[dict], store: ResultsStore, device: str, progress: bool = False,
                 log: Callable = print) -> None:
-    """Train one ensemble (runs equal but for the seed) and write one record per run."""
+    """Train one ensemble (see :func:`group_runs`) and write one record per run."""
     seeds = [r["seed"] for r in group]
-    target, model = build_model(group[0], len(group), seeds, device)
+    targets, model = build_model(group, device)
     tcfg = TrainConfig(**group[0]["train"])
-    before = exp.measure(model, target, group[0]["T"], "init")
+    before = exp.measure(model, targets[0], group[0]["T"], "init")
     start = time.perf_counter()
-    results = train_ensemble(model, target, seeds, tcfg, progress=progress)
+    results = train_ensemble(model, targets, seeds, tcfg, progress=progress)
     wall = time.perf_counter() - start
-    after = exp.measure(model, target, group[0]["T"], "trained")
+    after = exp.measure(model, targets[0], group[0]["T"], "trained")
     prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3))
     for run, res in zip(group, results):
         record = {"config": run, "config_hash": config_hash(run), "status": res["status"],
@@ -152,11 +182,16 @@ def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: R
 def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] = None,
                    out: Optional[Path] = None, device: Optional[str] = None, progress: bool = True,
                    retry_failed: bool = False, log: Callable = print, executor: str = "local",
-                   slurm: Optional[dict] = None, workers: int = 1) -> dict:
+                   slurm: Optional[dict] = None, workers: int = 1, share_shapes: Optional[bool] = None,
+                   max_members: Optional[int] = None) -> dict:
     """Run (or resume) an experiment, locally (``workers`` ensembles at a time) or on Slurm; returns
-    a summary with its records."""
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    a summary with its records. No ensemble has more than ``max_members`` (default ``MAX_MEMBERS``).
+    ``share_shapes`` (default: on a GPU) trains runs whose parameters have the same shapes as one
+    ensemble (:func:`group_runs`): a GPU is launch-bound on these small models, so fewer, larger
+    ensembles finish sooner; a CPU is compute-bound, and smaller ensembles spread better over its
+    workers. An experiment that measures its models (probes) never shares."""
+    check_positive("workers", workers)
+    max_members = MAX_MEMBERS if max_members is None else check_positive("max_members", max_members)
     exp = make_experiment(name, profile, overrides)
     device = check_device(device or ("cpu" if executor == "slurm" else default_device()), local=executor == "local")
     store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)
@@ -171,10 +206,13 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
             todo.append(run)
     for problem in store.problems:
         log(f"warning: {problem}")
-    groups = group_runs(todo)
+    if share_shapes is None:
+        share_shapes = device.startswith("cuda")
+    share_shapes = share_shapes and type(exp).measure is Experiment.measure
+    groups = group_runs(todo, share_shapes, max_members)
     start = time.perf_counter()
     log(f"{name} [{profile}] on {device}: {len(runs)} runs, {skipped} already recorded, "
-        f"{len(todo)} to train in {len(groups)} ensemble(s) -> {store.root}")
+        f"{len(todo)} to train in {len(groups)} ensemble(s){' (shared shapes)' if share_shapes else ''} -> {store.root}")
     if executor == "slurm":
         from .slurm import run_on_slurm
         run_on_slurm(exp, profile, overrides or {}, groups, store, device, slurm or {}, progress, log)
@@ -191,7 +229,7 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
     if todo and executor == "local":
         # the sweep's own wall time (with workers, less than the sum of the records' wall times)
         sweep = {"experiment": name, "profile": profile, "trained": len(todo), "ensembles": len(groups),
-                 "workers": workers, "wall_time_s": wall, "recorded_after": len(records),
+                 "workers": workers, "share_shapes": share_shapes, "wall_time_s": wall, "recorded_after": len(records),
                  **provenance(device)}
         with open(store.root / "sweeps.jsonl", "a") as fh:
             fh.write(json.dumps(sweep) + "\n")

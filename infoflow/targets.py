@@ -63,6 +63,16 @@ class Target:
         """``n`` i.i.d. input sequences of length ``T``: N(0, I_d) tokens unless a subclass says otherwise."""
         return normal(rng, (n, T, self.d))
 
+    def constant(self, name: str, like):
+        """The numpy array attribute ``name`` (a fixed random matrix) as an array like ``like``,
+        converted once per kind, device and dtype: a training step then copies nothing from the
+        host (on a GPU, a copy from pageable host memory waits for all queued work)."""
+        cache = self.__dict__.setdefault("_constants", {})      # frozen dataclass: not a field
+        key = (name, type(like).__module__, str(getattr(like, "device", "cpu")), str(like.dtype))
+        if key not in cache:
+            cache[key] = as_array(getattr(self, name), like)
+        return cache[key]
+
     def sample(self, rng, n: int, T: int):
         X = self.sample_inputs(rng, n, T)
         return X, self(X)
@@ -131,7 +141,7 @@ class DRetrieval(Target):
 
     def __call__(self, X):
         xp = array_namespace(X)
-        proj = xp.matmul(X, xp.matrix_transpose(as_array(self.a, X)))   # (..., T, D)
+        proj = xp.matmul(X, xp.matrix_transpose(self.constant("a", X)))   # (..., T, D)
         return xp.sum(xp.max(proj, axis=-2), axis=-1)
 
 
@@ -155,7 +165,7 @@ class IntrinsicDimension(Target):
 
     def __call__(self, X):
         xp = array_namespace(X)
-        A = as_array(self.A, X)
+        A = self.constant("A", X)
 
         def per_sequence(Xc):
             S = _pair_scores(xp, Xc, A)                                  # (n, D, T, T)

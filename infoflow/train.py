@@ -17,8 +17,10 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from .model import equal_runs
+
 __all__ = ["TrainConfig", "nmse", "lr_at", "AdamWEnsemble", "train_ensemble", "draw", "clip_per_member",
-           "train_autoencoders", "reuse_freed_memory"]
+           "train_autoencoders", "reuse_freed_memory", "predict_in_chunks"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class AdamWEnsemble:
 
 
 _REUSE: Optional[bool] = None
+EVAL_TOKENS = 1 << 20   # tokens (over all members) per slice of a validation forward pass
 
 
 def reuse_freed_memory() -> bool:
@@ -140,11 +143,24 @@ def clip_per_member(params, max_norm: float, active: Optional[torch.Tensor] = No
 
 
 def draw(target, generators, n, T):
-    """Each member's inputs from its own generator; the target evaluated once on the stack.
-    Returns X (M, n, T, d) and y (M, n, out_dim)."""
-    X = torch.stack([target.sample_inputs(g, n, T) for g in generators])
-    y = target(X)
+    """Each member's inputs from its own generator; each target evaluated once on the stack of its
+    members. ``target`` is one target for all members or a list of one per member (members of one
+    ensemble may train on different targets, e.g. the D of Sec. 6.1). Returns X (M, n, T, d) and y (M, n, out_dim)."""
+    targets = list(target) if isinstance(target, (list, tuple)) else [target] * len(generators)
+    X = torch.stack([t.sample_inputs(g, n, T) for t, g in zip(targets, generators)])
+    runs = equal_runs(targets)
+    y = torch.cat([t(X[a:b]) for a, b, t in runs]) if len(runs) > 1 else targets[0](X)
     return X, (y if y.dim() == 3 else y[..., None])
+
+
+def predict_in_chunks(model, X: torch.Tensor, tokens: int = EVAL_TOKENS) -> torch.Tensor:
+    """``model(X)`` for X (M, n, T, d), in slices of the n sequences of about ``tokens`` tokens over all
+    members, so that evaluating a large ensemble on a large validation set stays within memory."""
+    M, n, T, _ = X.shape
+    chunk = max(1, tokens // (M * (T + 1)))
+    if chunk >= n:
+        return model(X)
+    return torch.cat([model(X[:, i:i + chunk]) for i in range(0, n, chunk)], dim=1)
 
 
 class _Batches:
@@ -171,11 +187,14 @@ class _Batches:
 
 def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: Optional[Sequence[float]] = None,
                    progress: bool = False) -> list[dict]:
-    """Train every member of ``model`` on ``target`` (member j uses ``seeds[j]``). Returns one dict
-    per member: status, best_val_nmse, final_train_nmse, steps, curve [(step, val_nmse)], error."""
+    """Train every member of ``model`` on ``target`` (member j uses ``seeds[j]``; ``target`` may be a
+    list of one target per member). Returns one dict per member: status, best_val_nmse,
+    final_train_nmse, steps, curve [(step, val_nmse)], error."""
     M, T = model.M, model.cfg.T
     if len(seeds) != M:
         raise ValueError(f"seeds must give one seed per member ({M}), got {len(seeds)}")
+    if isinstance(target, (list, tuple)) and len(target) != M:
+        raise ValueError(f"target must be one target or one per member ({M}), got {len(target)}")
     device = next(model.parameters()).device
     if device.type == "cpu":
         reuse_freed_memory()
@@ -209,7 +228,7 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
             if step + 1 == total:
                 train_nmse = nmse(pred.detach(), y)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == total:
-                v = nmse(model(Xv), yv)
+                v = nmse(predict_in_chunks(model, Xv), yv)
                 v = torch.where(torch.isfinite(v), v, torch.full_like(v, float("inf")))
                 best = torch.minimum(best, v)
                 curve_steps.append(step + 1)

@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
 # One prepared GPU session (issues #4 and #6), to run in the repository root of the device machine:
-#   1. the ensemble benchmark at M = 64 (eager, torch.compile, bf16), appended to benchmarks/results.jsonl;
+#   1. the ensemble benchmark at M = 64 (eager, torch.compile, bf16), then for each experiment of GROUPING
+#      per-configuration against shared-shape ensembles (bench_ensemble.py --grouping), appended to
+#      benchmarks/results.jsonl, within BENCH_LIMIT seconds;
 #   2. paper-profile sweeps, all at once (one process each, with its own number of ensembles in flight),
-#      resumable, until TOTAL seconds after the start, into data/EXPERIMENT/PROFILE. SWEEPS holds one
-#      line per sweep: "EXPERIMENT WORKERS [--set key=value ...]" (default: the two Sec. 6 experiments);
+#      resumable, until TOTAL seconds after the start, into ROOT/EXPERIMENT/PROFILE (ROOT=data: what the
+#      book renders; another ROOT times a whole profile from scratch). SWEEPS holds one line per sweep:
+#      "EXPERIMENT WORKERS [--set key=value ...]" (default: the two Sec. 6 experiments);
 #   3. everything packed into $OUT/device-results.tgz (benchmark lines, records, sweep logs, logs).
 # Tables and data/MANIFEST.json are written back here, from the unpacked records (results.aggregate, reproduce.write_manifest).
 # Many small processes on one GPU only overlap their kernels under MPS: it is started when the image
 # has it and a CUDA call works through it, else the sweep runs without (time-sliced).
 # The device image has torch but not pydantic or array-api-compat: fetch their wheels here first
 # (scripts/device_wheels.sh) and carry .whl. Settings by environment variables:
-#   DEVICE=cuda PROFILE=paper TOTAL=550 BENCH_LIMIT=130 (0: no benchmark) SWEEPS=$'intrinsic-dimension 8\ntriangle-center 6'
-# Example, the rest of Sec. 6 (first call), then the longer schedule at T = 64 (second call):
-#   BENCH_LIMIT=130 TOTAL=380 SWEEPS='intrinsic-dimension 6 --set Ds=[5,6]' bash scripts/device_session.sh
-#   BENCH_LIMIT=0 TOTAL=400 SWEEPS='intrinsic-dimension-long 3' bash scripts/device_session.sh
+#   DEVICE=cuda PROFILE=paper TOTAL=550 BENCH_LIMIT=130 (0: no benchmark) SWEEPS=$'intrinsic-dimension 3\ntriangle-center 4'
+#   BENCH='--members 64 --steps 40 --repeats 3' (empty: skip it) GROUPING='intrinsic-dimension triangle-center' ROOT=data
+# Example, the whole Sec. 6 paper profile timed from scratch in /tmp/sec6 (its D = 5, 6 records are the
+# ones data/ lacks), then the longer schedule at T = 64:
+#   BENCH= BENCH_LIMIT=90 TOTAL=540 ROOT=/tmp/sec6 bash scripts/device_session.sh
+#   BENCH_LIMIT=0 TOTAL=400 SWEEPS='intrinsic-dimension-long 1' bash scripts/device_session.sh
 set -u
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-paper}
 TOTAL=${TOTAL:-550}
 BENCH_LIMIT=${BENCH_LIMIT:-130}
-SWEEPS=${SWEEPS:-$'intrinsic-dimension 8\ntriangle-center 6'}
-BENCH=${BENCH:---members 64 --steps 40 --repeats 3}
+SWEEPS=${SWEEPS:-$'intrinsic-dimension 3\ntriangle-center 4'}
+BENCH=${BENCH---members 64 --steps 40 --repeats 3}
+GROUPING=${GROUPING-intrinsic-dimension triangle-center}
+ROOT=${ROOT:-data}
 OUT=${OUT:-/tmp/infoflow-out}
 PY=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
@@ -39,8 +46,12 @@ nproc
 
 if [ "$BENCH_LIMIT" -gt 0 ]; then
     # shellcheck disable=SC2086
-    timeout "$BENCH_LIMIT" $PY benchmarks/bench_ensemble.py $BENCH --device "$DEVICE" --out "$BENCH_OUT" || echo "benchmark: exit $?"
-    echo "benchmark done after $(( $(date +%s) - start )) s"
+    timeout "$BENCH_LIMIT" bash -c "
+        [ -z \"$BENCH\" ] || $PY benchmarks/bench_ensemble.py $BENCH --device $DEVICE --out $BENCH_OUT || echo \"benchmark: exit \$?\"
+        for exp in $GROUPING; do
+            $PY benchmarks/bench_ensemble.py --grouping \$exp --steps 20 --repeats 3 --device $DEVICE --out $BENCH_OUT || echo \"grouping \$exp: exit \$?\"
+        done" || echo "benchmarks: exit $? (BENCH_LIMIT $BENCH_LIMIT s)"
+    echo "benchmarks done after $(( $(date +%s) - start )) s"
 fi
 
 MPS=off
@@ -63,7 +74,7 @@ while read -r exp workers sets; do
     [ -n "$exp" ] || continue
     n=$((n + 1))
     # shellcheck disable=SC2086
-    (timeout "$budget" $PY -m infoflow.cli run "$exp" --profile "$PROFILE" --out "data/$exp/$PROFILE" --device "$DEVICE" \
+    (timeout "$budget" $PY -m infoflow.cli run "$exp" --profile "$PROFILE" --out "$ROOT/$exp/$PROFILE" --device "$DEVICE" \
         --workers "$workers" --quiet $sets > "$OUT/sweep$n-$exp.log" 2>&1 \
         || echo "$exp: exit $? (a sweep cut by the budget resumes on the next call)" >> "$OUT/sweep$n-$exp.log") &
 done <<< "$SWEEPS"
@@ -71,4 +82,4 @@ while [ -n "$(jobs -r)" ]; do sleep 20; nvidia-smi --query-gpu=utilization.gpu,m
 wait
 tail -n 5 "$OUT"/*.log
 echo "all done after $(( $(date +%s) - start )) s (MPS $MPS)"
-tar czf "$OUT/device-results.tgz" "$BENCH_OUT" $(ls -d data/*/"$PROFILE" 2>/dev/null) && ls -l "$OUT"
+tar czf "$OUT/device-results.tgz" "$BENCH_OUT" $(ls -d "$ROOT"/*/"$PROFILE" 2>/dev/null) && ls -l "$OUT"

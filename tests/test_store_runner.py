@@ -129,6 +129,40 @@ def test_groups_are_runs_equal_but_for_seed():
     assert len(groups) == len(runs) // 2 and all(len({r["seed"] for r in g}) == 2 for g in groups)
 
 
+def test_shared_shape_groups():
+    """Runs whose models differ only in heads (and targets only in D) share an ensemble, cut at
+    max_members into nearly equal parts, every run once, configs kept together in order."""
+    from infoflow.experiments import make_experiment, parse_sets
+    runs = make_experiment("intrinsic-dimension", "quick", tiny()).runs()     # D = 2, 3: 6 configs x 2 seeds
+    assert [len(g) for g in group_runs(runs, share_shapes=True)] == [12]
+    groups = group_runs(runs, share_shapes=True, max_members=5)
+    assert [len(g) for g in groups] == [4, 4, 4] and [r for g in groups for r in g] == runs
+    assert len(group_runs(runs, max_members=1)) == 12
+    tri = make_experiment("triangle-center", "quick", parse_sets(TINY[:-1])).runs()   # 3 T x 3 sizes x 2 seeds
+    shared = group_runs(tri, share_shapes=True)      # per T: (2,2) and (4,4) at E = 24 together, E = 48 alone
+    assert [len(g) for g in shared] == [4, 2] * 3
+    assert all(len({(r["T"], r["model"]["E"]) for r in g}) == 1 for g in shared)
+    with pytest.raises(ValueError, match="max_members must be a positive integer"):
+        group_runs(runs, max_members=0)
+
+
+def test_shared_shapes_train_the_same_records(tmp_path):
+    kw = dict(progress=False, log=lambda m: None)
+    alone = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "a", share_shapes=False, **kw)
+    shared = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "b", share_shapes=True,
+                            max_members=8, **kw)
+    assert shared["trained"] == alone["trained"] == 12
+    sweep = json.loads((tmp_path / "b" / "sweeps.jsonl").read_text())
+    assert sweep["ensembles"] == 2 and sweep["share_shapes"] is True
+    assert sorted(r["provenance"]["ensemble_members"] for r in shared["records"]) == [6] * 12
+    by_hash = {r["config_hash"]: r for r in alone["records"]}
+    for r in shared["records"]:
+        ref = by_hash[r["config_hash"]]
+        assert r["config"] == ref["config"] and r["status"] == ref["status"] == "done"
+        assert r["metrics"]["best_val_nmse"] == pytest.approx(ref["metrics"]["best_val_nmse"], rel=1e-3)
+        assert r["parameters"] == ref["parameters"]
+
+
 def test_ensemble_member_trains_like_the_run_alone():
     cfg = ModelConfig(d=4, T=6, heads=(2, 2), E=8, ffn=16)
     tc = TrainConfig(steps=30, batch=32, n_val=64, eval_every=10, n_train=64)
@@ -185,6 +219,7 @@ def test_resume_after_sigkill(tmp_path):
     (["run", "intrinsic-dimension", "--device", "tpu"], "device must be"),
     (["run"], "EXPERIMENT is required"),
     (["run", "intrinsic-dimension", "--workers", "0"], "workers must be a positive integer"),
+    (["run", "intrinsic-dimension", "--max-members", "0"], "max_members must be a positive integer"),
 ])
 def test_run_bad_config_one_line_exit_2(args, field):
     r = cli(*args)

@@ -2,6 +2,7 @@
 torch.func as the oracle), NMSE conventions, learning, NaN isolation, config errors."""
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,13 +10,13 @@ from torch.func import functional_call, grad, vmap
 
 from infoflow.model import EnsembleTransformer, ModelConfig
 from infoflow.targets import DRetrieval, IntrinsicDimension
-from infoflow.train import TrainConfig, clip_per_member, lr_at, nmse, train_ensemble
+from infoflow.train import TrainConfig, clip_per_member, draw, lr_at, nmse, predict_in_chunks, train_ensemble
 
 CFG = ModelConfig(d=4, T=6, heads=(2, 2), E=8, ffn=16, layernorm=True, pe="additive")
 
 
 def member(model, j):
-    one = EnsembleTransformer(model.cfg, members=1)
+    one = EnsembleTransformer(model.cfgs[j], members=1)
     with torch.no_grad():
         for (n, p), (_, q) in zip(one.named_parameters(), model.named_parameters()):
             p.copy_(q[j:j + 1])
@@ -201,3 +202,107 @@ def test_reuse_freed_memory_stops_page_faults_on_cpu():
     faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True,
                                        check=True).stdout.split()[-1]) for mode in ("default", "reuse")}
     assert faults["default"] > 1000 and faults["reuse"] * 5 < faults["default"], faults
+
+
+# Members of one ensemble may differ in head counts (same parameter shapes) and in their targets.
+MIXED = [replace(CFG, heads=h) for h in [(1, 2), (2, 2), (2, 2), (4, 1)]]   # layer 1 runs: 1 | 2 2 | 4
+
+
+def test_members_with_different_heads_equal_their_lone_models():
+    """Gradients of each member of a mixed-heads ensemble == those of its own config alone (float64)."""
+    model = EnsembleTransformer(MIXED, seeds=[4, 5, 6, 7]).double()
+    assert model.M == 4 and [len(g) for g in model.head_groups] == [3, 2]
+    X, y = torch.randn(4, 5, 6, 4, dtype=torch.float64), torch.randn(4, 5, 1, dtype=torch.float64)
+    out = model(X)
+    ((out - y) ** 2).flatten(1).mean(1).sum().backward()
+    for j in range(4):
+        one = member(model, j).double()
+        assert one.cfg.heads == MIXED[j].heads
+        out_j = one(X[j:j + 1])
+        torch.testing.assert_close(out_j[0], out[j].detach())
+        ((out_j - y[j:j + 1]) ** 2).mean().backward()
+        for (n, p), q in zip(one.named_parameters(), model.parameters()):
+            torch.testing.assert_close(p.grad[0], q.grad[j], msg=n)
+    # each member's init is its lone model's with its seed, whatever its heads
+    alone = EnsembleTransformer(MIXED[3], seeds=[7])
+    for p, q in zip(alone.parameters(), EnsembleTransformer(MIXED, seeds=[4, 5, 6, 7]).parameters()):
+        torch.testing.assert_close(p[0], q[3])
+
+
+def test_mixed_ensembles_refuse_what_they_cannot_do():
+    with pytest.raises(ValueError, match="member 1 .* does not share parameter shapes"):
+        EnsembleTransformer([CFG, replace(CFG, E=12)])
+    with pytest.raises(ValueError, match="member 1"):           # head_dim set: heads change shapes
+        EnsembleTransformer([replace(CFG, head_dim=4), replace(CFG, head_dim=4, heads=(1, 2))])
+    with pytest.raises(ValueError, match="member 1"):
+        EnsembleTransformer([CFG, replace(CFG, heads=(2, 2, 2))])
+    with pytest.raises(ValueError, match="one config per member"):
+        EnsembleTransformer(MIXED, members=3)
+    with pytest.raises(ValueError, match="record=True needs one head count"):
+        EnsembleTransformer(MIXED)(torch.randn(4, 2, 6, 4), record=True)
+
+
+def test_draw_with_a_target_per_member():
+    targets = [IntrinsicDimension(D=2), IntrinsicDimension(D=2), IntrinsicDimension(D=3), IntrinsicDimension(D=2)]
+    gens = [torch.Generator().manual_seed(s) for s in range(4)]
+    X, y = draw(targets, gens, 16, 6)
+    assert X.shape == (4, 16, 6, 4) and y.shape == (4, 16, 1)
+    for j, t in enumerate(targets):
+        torch.testing.assert_close(X[j], t.sample_inputs(torch.Generator().manual_seed(j), 16, 6))
+        torch.testing.assert_close(y[j, :, 0], t(X[j]))
+    assert not torch.allclose(y[2, :, 0], IntrinsicDimension(D=2)(X[2]))
+
+
+def test_member_of_a_mixed_ensemble_trains_like_the_run_alone():
+    """Different heads and different D in one ensemble: member j's curve is the run's alone."""
+    cfgs = [replace(CFG, heads=h, layernorm=False, pe="none") for h in [(2, 2), (1, 2), (2, 1)]]
+    targets = [IntrinsicDimension(D=2), IntrinsicDimension(D=2), IntrinsicDimension(D=3)]
+    tc = TrainConfig(steps=30, batch=32, n_val=64, eval_every=10, n_train=64)
+    ens = train_ensemble(EnsembleTransformer(cfgs, seeds=[3, 4, 5]), targets, [3, 4, 5], tc)
+    for j in (1, 2):
+        alone = train_ensemble(EnsembleTransformer(cfgs[j], seeds=[3 + j]), targets[j], [3 + j], tc)[0]
+        assert ens[j]["best_val_nmse"] == pytest.approx(alone["best_val_nmse"], rel=1e-4)
+        for (s1, v1), (s2, v2) in zip(ens[j]["curve"], alone["curve"]):
+            assert s1 == s2 and v1 == pytest.approx(v2, rel=1e-4)
+    with pytest.raises(ValueError, match="one per member"):
+        train_ensemble(EnsembleTransformer(cfgs, seeds=[3, 4, 5]), targets[:2], [3, 4, 5], tc)
+
+
+def test_validation_in_slices_equals_one_pass():
+    model = EnsembleTransformer(CFG, members=3, seeds=[0, 1, 2])
+    X = torch.randn(3, 50, 6, 4)
+    with torch.no_grad():
+        whole = model(X)
+        sliced = predict_in_chunks(model, X, tokens=3 * 7 * 8)    # 8 sequences per slice: 7 slices
+    assert sliced.shape == whole.shape == (3, 50, 1)
+    torch.testing.assert_close(sliced, whole)
+
+
+def test_a_training_step_reads_nothing_back_and_copies_nothing_from_the_host():
+    """On a GPU, reading a value back (``.item()``, ``nonzero``) or copying from host memory makes the
+    host wait for the queued kernels, which these launch-bound models cannot afford once per step.
+    Counted on the CPU as the ops that would do it: their number must not grow with the steps."""
+    from collections import Counter
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    watched = ("aten._local_scalar_dense", "aten._to_copy", "aten.nonzero", "aten.masked_select", "aten.lift_fresh")
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket)
+            if name.startswith(watched):
+                self.seen[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    def count(steps, **tc):
+        cfgs = [replace(CFG, heads=h) for h in [(2, 2), (1, 2)]]
+        targets = [IntrinsicDimension(D=2), DRetrieval(D=2)]
+        mode = Count()
+        mode.seen = Counter()
+        with mode:
+            train_ensemble(EnsembleTransformer(cfgs, seeds=[0, 1]), targets, [0, 1],
+                           TrainConfig(steps=steps, batch=8, n_val=16, eval_every=steps, **tc))
+        return mode.seen
+
+    for tc in ({}, {"n_train": 32}):
+        assert count(4, **tc) == count(12, **tc), tc
