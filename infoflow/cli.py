@@ -101,7 +101,7 @@ def run(
     workers: int = typer.Option(1, help="local: ensembles trained at once, each in its own process (GPU: 4-8 keep it busy)"),
     share_shapes: Optional[bool] = typer.Option(None, "--share-shapes/--no-share-shapes",
                                                 help="train runs whose parameters have the same shapes (heads or target D differ) as one ensemble (default: on a GPU)"),
-    max_members: Optional[int] = typer.Option(None, help="with shared shapes: the largest ensemble (default 16)"),
+    max_members: Optional[int] = typer.Option(None, help="the most runs in one ensemble (default 16)"),
     slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options (partition, time_min, cpus, gpus, mem_gb, account)"),
     partition: Optional[str] = typer.Option(None, help="slurm partition"),
     time_min: Optional[int] = typer.Option(None, help="slurm time limit per job, minutes (default 60)"),
@@ -155,7 +155,7 @@ def reproduce(
     workers: int = typer.Option(1, help="local: ensembles trained at once, each in its own process"),
     share_shapes: Optional[bool] = typer.Option(None, "--share-shapes/--no-share-shapes",
                                                 help="train runs whose parameters have the same shapes (heads or target D differ) as one ensemble (default: on a GPU)"),
-    max_members: Optional[int] = typer.Option(None, help="with shared shapes: the largest ensemble (default 16)"),
+    max_members: Optional[int] = typer.Option(None, help="the most runs in one ensemble (default 16)"),
     figures: bool = typer.Option(False, "--figures", help="also re-execute every chapter (regenerates the figures)"),
     quiet: bool = typer.Option(False, "--quiet"),
 ):

@@ -142,7 +142,7 @@ class IntrinsicDimensionWide(IntrinsicDimension):
     description: ClassVar[str] = "D = 4, 5, 6 at E = 60 (the cpu profile's E = 24 is not divisible by 5): the missing dimensions on CPU"
     profiles: ClassVar[dict] = {
         "paper": {"Ds": []},     # no runs: at paper scale these are intrinsic-dimension's own
-        "cpu": {"Ds": [5, 6, 4], "T": 16, "seeds": [0, 1],
+        "cpu": {"Ds": [5, 6, 4], "T": 16, "seeds": [0, 1, 2],
                 "train": {"steps": 15000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None}},
         "quick": {"Ds": [5], "T": 8, "ffn": 64, "seeds": [0],
                   "train": {"steps": 300, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
