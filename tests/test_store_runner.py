@@ -104,8 +104,8 @@ def test_workers_train_the_same_records_as_one_process(tmp_path):
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
     """The paper profile (SPEC §8 shapes: T up to 64, E = 60, ...) builds and trains every one of its
-    ensembles, here for one step on a few samples (and probes on 32 inputs, not 2048), so the one GPU
-    command cannot fail on a shape."""
+    ensembles, grouped as on a GPU, here for one step on a few samples (and probes on 32 inputs, not
+    2048), so the one GPU command cannot fail on a shape."""
     import infoflow.experiments as experiments
     from infoflow.experiments import make_experiment, parse_sets
     probe_inputs = experiments._probe_inputs
@@ -116,7 +116,9 @@ def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
     if name == "intrinsic-dimension-wide":   # no runs at paper scale (see test_every_profile_is_valid)
         assert exp.runs() == []
         return
-    s = run_experiment(name, "paper", few, out=tmp_path, progress=False, log=lambda m: None, device="cpu")
+    # as on the GPU: runs of the same parameter shapes share ensembles
+    s = run_experiment(name, "paper", few, out=tmp_path, progress=False, log=lambda m: None, device="cpu",
+                       share_shapes=True)
     assert s["trained"] == len(exp.runs()) == len(s["records"]) > 0
     assert {r["status"] for r in s["records"]} <= {"done", "failed"}
     assert max(r["config"]["T"] for r in s["records"]) == max(run["T"] for run in exp.runs())
