@@ -85,10 +85,12 @@ class EnsembleTransformer(nn.Module):
 
     def __init__(self, cfg, members: Optional[int] = None, seeds: Optional[Sequence[int]] = None, device=None):
         super().__init__()
-        cfgs = [cfg] * (1 if members is None else members) if isinstance(cfg, ModelConfig) else list(cfg)
-        members = len(cfgs) if members is None else members
-        if not isinstance(members, int) or members < 1:
+        if members is not None and (not isinstance(members, int) or members < 1):
             raise ValueError(f"members must be a positive integer, got {members!r}")
+        cfgs = [cfg] * (members or 1) if isinstance(cfg, ModelConfig) else list(cfg)
+        if not cfgs:
+            raise ValueError("cfg must give at least one config")
+        members = members or len(cfgs)
         if len(cfgs) != members:
             raise ValueError(f"cfg must give one config per member ({members}), got {len(cfgs)}")
         for j, c in enumerate(cfgs):

@@ -1,8 +1,9 @@
 """Run an experiment: expand its config into runs, skip those with a valid record, train the rest
 in ensembles (runs equal but for the seed share one model with a member per seed; with
-``share_shapes``, so do runs whose models differ only in head counts or whose targets differ only in
-parameters such as D), write one record per run. A sweep killed at any moment resumes without losing or duplicating a run: records
-are written atomically and keyed by config hash, so a run either has its complete record or none.
+``share_shapes``, so do runs whose models differ only in head counts or whose targets differ only
+in parameters such as D), write one record per run. A sweep killed at any moment resumes without
+losing or duplicating a run: records are written atomically and keyed by config hash, so a run
+either has its complete record or none.
 """
 from __future__ import annotations
 

@@ -238,6 +238,10 @@ def test_mixed_ensembles_refuse_what_they_cannot_do():
         EnsembleTransformer([CFG, replace(CFG, heads=(2, 2, 2))])
     with pytest.raises(ValueError, match="one config per member"):
         EnsembleTransformer(MIXED, members=3)
+    with pytest.raises(ValueError, match="at least one config"):
+        EnsembleTransformer([])
+    with pytest.raises(ValueError, match="members must be a positive integer"):
+        EnsembleTransformer(CFG, members="2")
     with pytest.raises(ValueError, match="record=True needs one head count"):
         EnsembleTransformer(MIXED)(torch.randn(4, 2, 6, 4), record=True)
 
