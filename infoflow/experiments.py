@@ -105,7 +105,7 @@ class IntrinsicDimension(Experiment):
     ffn: PositiveInt = 240
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"Ds": [2, 3, 4], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1],
+        "cpu": {"Ds": [2, 3, 4], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1, 2],
                 "train": {"steps": 15000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None}},
         "quick": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 64, "seeds": [0, 1],
                   "train": {"steps": 600, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
