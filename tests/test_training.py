@@ -188,9 +188,10 @@ if sys.argv[1] == "reuse":
 else:
     tr._REUSE = False      # as if already tried: train_ensemble leaves glibc's defaults alone
 m = EnsembleTransformer(ModelConfig(d=4, T=16, heads=(2, 2), E=32, ffn=128), members=4)
-train_ensemble(m, IntrinsicDimension(D=2), range(4), TrainConfig(steps=3, batch=256, n_val=256))   # warm-up
+tc = TrainConfig(steps=40, batch=256, n_val=256, eval_every=100)
+train_ensemble(m, IntrinsicDimension(D=2), range(4), tc)      # warm-up: the heap reaches its peak
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-train_ensemble(m, IntrinsicDimension(D=2), range(4), TrainConfig(steps=10, batch=256, n_val=256, eval_every=100))
+train_ensemble(m, IntrinsicDimension(D=2), range(4), tc)      # the same again: a steady state
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
