@@ -30,7 +30,7 @@ from infoflow.model import EnsembleTransformer, ModelConfig
 from infoflow.runner import MAX_MEMBERS, build_model, group_runs
 from infoflow.store import provenance
 from infoflow.targets import IntrinsicDimension
-from infoflow.train import AdamWEnsemble, clip_per_member, draw, reuse_freed_memory
+from infoflow.train import AdamWEnsemble, MemberTargets, clip_per_member, draw, reuse_freed_memory
 
 CFG = ModelConfig(d=4, T=16, heads=(2, 2), E=32, ffn=128)
 BATCH = 256
@@ -41,6 +41,7 @@ def make_step(model, target, gens, autocast=False, fixed_batch=False):
     ``fixed_batch`` one batch drawn once (the paper profile's fixed training sets cost a gather)."""
     opt = AdamWEnsemble(model.parameters())
     lr = torch.full((model.M,), 1e-3, device=next(model.parameters()).device)
+    target = MemberTargets(target, model.M)      # as train_ensemble: grouped once
     batch = draw(target, gens, BATCH, model.cfg.T) if fixed_batch else None
 
     def step():

@@ -67,3 +67,9 @@ def dd_gap(errors: dict) -> float:
     """Table 11's separation at one D: the better of (D-1,D) and (D,D-1) over (D,D), from a
     {configuration: error} mapping (> 1 when (D,D) has the lowest error, as Prop. 1 predicts)."""
     return min(errors["(D-1,D)"], errors["(D,D-1)"]) / errors["(D,D)"]
+
+
+def dd_seeds_separate(per_seed: dict) -> bool:
+    """Whether every seed of (D,D) has a lower error than every seed of (D-1,D) and (D,D-1), from a
+    {configuration: [error of each seed]} mapping: the separation a mean can hide or fake."""
+    return max(per_seed["(D,D)"]) < min(min(per_seed[k]) for k in KINDS if k != "(D,D)")

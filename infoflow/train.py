@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .model import equal_runs
 
-__all__ = ["TrainConfig", "nmse", "lr_at", "AdamWEnsemble", "train_ensemble", "draw", "clip_per_member",
+__all__ = ["TrainConfig", "nmse", "lr_at", "AdamWEnsemble", "train_ensemble", "draw", "MemberTargets", "clip_per_member",
            "train_autoencoders", "reuse_freed_memory", "predict_in_chunks"]
 
 
@@ -142,14 +142,31 @@ def clip_per_member(params, max_norm: float, active: Optional[torch.Tensor] = No
     return norms
 
 
+class MemberTargets:
+    """The target of each member of an ensemble: one for all, or a list of one per member (members
+    may train on different targets, e.g. the D of Sec. 6.1). Grouped once into runs of consecutive
+    equal targets, each evaluated once on the stack of its members."""
+
+    def __init__(self, target, members: int):
+        self.targets = list(target) if isinstance(target, (list, tuple)) else [target] * members
+        if len(self.targets) != members:
+            raise ValueError(f"target must be one target or one per member ({members}), got {len(self.targets)}")
+        self.runs = equal_runs(self.targets)
+
+    def __call__(self, X):
+        if len(self.runs) == 1:
+            return self.targets[0](X)
+        return torch.cat([t(X[a:b]) for a, b, t in self.runs])
+
+
 def draw(target, generators, n, T):
-    """Each member's inputs from its own generator; each target evaluated once on the stack of its
-    members. ``target`` is one target for all members or a list of one per member (members of one
-    ensemble may train on different targets, e.g. the D of Sec. 6.1). Returns X (M, n, T, d) and y (M, n, out_dim)."""
-    targets = list(target) if isinstance(target, (list, tuple)) else [target] * len(generators)
-    X = torch.stack([t.sample_inputs(g, n, T) for t, g in zip(targets, generators)])
-    runs = equal_runs(targets)
-    y = torch.cat([t(X[a:b]) for a, b, t in runs]) if len(runs) > 1 else targets[0](X)
+    """Each member's inputs from its own generator and its own target's sampler; the targets evaluated
+    on the stack (``target``: a :class:`MemberTargets`, one target, or a list of one per member).
+    Returns X (M, n, T, d) and y (M, n, out_dim)."""
+    if not isinstance(target, MemberTargets):
+        target = MemberTargets(target, len(generators))
+    X = torch.stack([t.sample_inputs(g, n, T) for t, g in zip(target.targets, generators)])
+    y = target(X)
     return X, (y if y.dim() == 3 else y[..., None])
 
 
@@ -193,11 +210,10 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
     M, T = model.M, model.cfg.T
     if len(seeds) != M:
         raise ValueError(f"seeds must give one seed per member ({M}), got {len(seeds)}")
-    if isinstance(target, (list, tuple)) and len(target) != M:
-        raise ValueError(f"target must be one target or one per member ({M}), got {len(target)}")
     device = next(model.parameters()).device
     if device.type == "cpu":
         reuse_freed_memory()
+    target = MemberTargets(target, M)      # grouped once, not at every step's draw
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     val_gens = [torch.Generator(device=device).manual_seed(10_000_019 + int(s)) for s in seeds]
     Xv, yv = draw(target, val_gens, cfg.n_val, T)

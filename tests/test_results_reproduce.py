@@ -151,6 +151,13 @@ def test_seed_values_orders_by_seed_and_skips_failed_runs():
     assert seed_pairs(recs, lambda r: r["g"]) == {"a": [(0, 0.1), (2, 0.3)], "b": [(1, 0.7), (5, 0.5)]}
 
 
+def test_dd_seeds_separate_compares_every_seed():
+    from infoflow.paper import dd_seeds_separate
+    assert dd_seeds_separate({"(D,D)": [0.01, 0.02], "(D-1,D)": [0.03, 0.05], "(D,D-1)": [0.025]})
+    assert not dd_seeds_separate({"(D,D)": [0.01, 0.03], "(D-1,D)": [0.04], "(D,D-1)": [0.025, 0.05]})
+    assert not dd_seeds_separate({"(D,D)": [0.02], "(D-1,D)": [0.02], "(D,D-1)": [0.05]})   # a tie is not a separation
+
+
 def test_dd_gap_is_best_other_over_dd():
     from infoflow.paper import TABLE_11, dd_gap
     assert dd_gap({"(D,D)": 0.01, "(D-1,D)": 0.05, "(D,D-1)": 0.02}) == pytest.approx(2.0)
