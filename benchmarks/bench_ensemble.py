@@ -9,6 +9,9 @@ ensemble step (reported, not used by default until they pass the equivalence tes
     python benchmarks/bench_ensemble.py --members 8 --steps 30          # CPU
     python benchmarks/bench_ensemble.py --members 64 --steps 100         # GPU
 
+On a CPU the ensemble gains through threading more than through fewer ops: ``--threads 1`` times
+both layouts on one core (see the figures in the README).
+
 ``--grouping EXPERIMENT`` measures instead how an experiment's paper-profile runs are best cut into
 ensembles: one ensemble per configuration (its seeds), as the runner does on a CPU, against
 ensembles of up to ``--max-members`` runs that share parameter shapes (different heads or D), as it
@@ -104,6 +107,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads); default: torch's")
     ap.add_argument("--variants", action=argparse.BooleanOptionalAction, default=None,
                     help="also time torch.compile and bf16 autocast (default: on CUDA only)")
     ap.add_argument("--reuse-freed-memory", action=argparse.BooleanOptionalAction, default=True,
@@ -113,6 +117,8 @@ def main():
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
     args = ap.parse_args()
     M, dev = args.members, args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
     reused = dev == "cpu" and args.reuse_freed_memory and reuse_freed_memory()   # as train_ensemble does on a CPU
     if args.grouping:
         write({**bench_grouping(args), "threads": torch.get_num_threads(), "reuse_freed_memory": bool(reused),
