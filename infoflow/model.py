@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from .checks import positive_int
+
 __all__ = ["ModelConfig", "EnsembleTransformer", "shape_key", "equal_runs"]
 
 
@@ -38,9 +40,7 @@ class ModelConfig:
 
     def __post_init__(self):
         for name in ("d", "T", "E", "ffn", "out_dim"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            positive_int(name, getattr(self, name))
         if len(self.heads) == 0:
             raise ValueError("heads must list at least one layer")
         for l, h in enumerate(self.heads, 1):
@@ -48,8 +48,8 @@ class ModelConfig:
                 raise ValueError(f"heads: layer {l} must have a positive head count, got {h!r}")
             if self.head_dim is None and self.E % h:
                 raise ValueError(f"heads: layer {l} has {h} heads, which must divide E = {self.E}")
-        if self.head_dim is not None and (not isinstance(self.head_dim, int) or self.head_dim < 1):
-            raise ValueError(f"head_dim must be a positive integer, got {self.head_dim!r}")
+        if self.head_dim is not None:
+            positive_int("head_dim", self.head_dim)
         if self.pe not in ("none", "additive", "augmented"):
             raise ValueError(f"pe must be one of none, additive, augmented; got {self.pe!r}")
         if self.activation not in ("gelu", "relu", "tanh"):
@@ -85,8 +85,8 @@ class EnsembleTransformer(nn.Module):
 
     def __init__(self, cfg, members: Optional[int] = None, seeds: Optional[Sequence[int]] = None, device=None):
         super().__init__()
-        if members is not None and (not isinstance(members, int) or members < 1):
-            raise ValueError(f"members must be a positive integer, got {members!r}")
+        if members is not None:
+            positive_int("members", members)
         cfgs = [cfg] * (members or 1) if isinstance(cfg, ModelConfig) else list(cfg)
         if not cfgs:
             raise ValueError("cfg must give at least one config")

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import torch
 from tqdm import tqdm
 
+from .checks import positive_int
 from .experiments import Experiment, make_experiment
 from .model import EnsembleTransformer, ModelConfig, shape_key
 from .store import ResultsStore, config_hash, provenance
@@ -44,12 +45,6 @@ def check_device(device: str, local: bool = True) -> str:
             raise ValueError(f"device {device!r} asked for, but no CUDA device is available; use --device cpu")
         return device
     raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
-
-
-def check_positive(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def model_config(run: dict, target) -> ModelConfig:
@@ -83,7 +78,7 @@ def group_runs(runs: list[dict], share_shapes: bool = False, max_members: Option
     their targets' parameters (same d) or their labels. An ensemble of more than ``max_members``
     runs is cut into nearly equal consecutive parts. Runs keep their order within a group."""
     if max_members is not None:
-        check_positive("max_members", max_members)
+        positive_int("max_members", max_members)
     groups = defaultdict(list)
     for run in runs:
         drop = ("seed", "label", "target_params", "model") if share_shapes else ("seed",)
@@ -191,8 +186,8 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
     ensemble (:func:`group_runs`): a GPU is launch-bound on these small models, so fewer, larger
     ensembles finish sooner; a CPU is compute-bound, and smaller ensembles spread better over its
     workers. An experiment that measures its models (probes) never shares."""
-    check_positive("workers", workers)
-    max_members = MAX_MEMBERS if max_members is None else check_positive("max_members", max_members)
+    positive_int("workers", workers)
+    max_members = MAX_MEMBERS if max_members is None else positive_int("max_members", max_members)
     exp = make_experiment(name, profile, overrides)
     device = check_device(device or ("cpu" if executor == "slurm" else default_device()), local=executor == "local")
     store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)

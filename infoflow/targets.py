@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from .backend import array_namespace, as_array, normal, uniform
+from .checks import positive_int
 
 __all__ = [
     "Target", "DepthSeparation", "KthLargest", "DRetrieval", "IntrinsicDimension",
@@ -258,6 +259,6 @@ def make_target(name: str, **params) -> Target:
     if bad:
         raise ValueError(f"target {name!r} has no parameter {sorted(bad)[0]!r}; allowed: {', '.join(sorted(allowed))}")
     for key, value in params.items():
-        if key in ("d", "D", "k") and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if key in ("d", "D", "k"):
+            positive_int(key, value)
     return cls(**params)

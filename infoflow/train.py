@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from .checks import positive_int
 from .model import equal_runs
 
 __all__ = ["TrainConfig", "nmse", "lr_at", "AdamWEnsemble", "train_ensemble", "draw", "MemberTargets", "clip_per_member",
@@ -38,9 +39,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch", "n_val", "eval_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            positive_int(name, getattr(self, name))
         if self.n_train is not None and (not isinstance(self.n_train, int) or self.n_train < self.batch):
             raise ValueError(f"n_train must be an integer >= batch ({self.batch}), got {self.n_train!r}")
         if self.tail_steps < 0:

@@ -158,6 +158,10 @@ def test_bad_configs():
         ModelConfig(d=4, T=8, pe="rotary")
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="T must be a positive integer, got True"):    # a bool is not a count
+        ModelConfig(d=4, T=True)
+    with pytest.raises(ValueError, match="batch must be a positive integer, got 2.5"):
+        TrainConfig(batch=2.5)
     model = EnsembleTransformer(ModelConfig(d=4, T=8), members=2)
     with pytest.raises(ValueError, match="one seed per member"):
         train_ensemble(model, IntrinsicDimension(D=2), seeds=[0], cfg=TrainConfig(steps=1))
