@@ -102,6 +102,8 @@ def run(
     share_shapes: Optional[bool] = typer.Option(None, "--share-shapes/--no-share-shapes",
                                                 help="train runs whose parameters have the same shapes (heads or target D differ) as one ensemble (default: on a GPU)"),
     max_members: Optional[int] = typer.Option(None, help="the most runs in one ensemble (default 16)"),
+    checkpoint_every: float = typer.Option(60.0, help="seconds between saves of an ensemble's training state, "
+                                           "from which a killed sweep resumes (0: at every evaluation)"),
     slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options (partition, time_min, cpus, gpus, mem_gb, account)"),
     partition: Optional[str] = typer.Option(None, help="slurm partition"),
     time_min: Optional[int] = typer.Option(None, help="slurm time limit per job, minutes (default 60)"),
@@ -130,7 +132,7 @@ def run(
         summary = run_experiment(experiment, profile, parse_sets(sets), out=out, device=device,
                                  progress=not quiet, retry_failed=retry_failed, log=lambda m: typer.echo(m, err=True),
                                  executor=executor, slurm=slurm, workers=workers, share_shapes=share_shapes,
-                                 max_members=max_members)
+                                 max_members=max_members, checkpoint_every_s=checkpoint_every)
     except (ConfigError, ValueError, PermissionError) as err:
         fail(str(err))
     except OSError as err:
@@ -156,6 +158,8 @@ def reproduce(
     share_shapes: Optional[bool] = typer.Option(None, "--share-shapes/--no-share-shapes",
                                                 help="train runs whose parameters have the same shapes (heads or target D differ) as one ensemble (default: on a GPU)"),
     max_members: Optional[int] = typer.Option(None, help="the most runs in one ensemble (default 16)"),
+    checkpoint_every: float = typer.Option(60.0, help="seconds between saves of an ensemble's training state, "
+                                           "from which a killed sweep resumes (0: at every evaluation)"),
     figures: bool = typer.Option(False, "--figures", help="also re-execute every chapter (regenerates the figures)"),
     quiet: bool = typer.Option(False, "--quiet"),
 ):
@@ -171,7 +175,8 @@ def reproduce(
             slurm = load_slurm_options(slurm_config)
         out = _reproduce(profile, only or None, device=device, figures=figures, progress=not quiet,
                          log=lambda m: typer.echo(m, err=True), executor=executor, slurm=slurm,
-                         workers=workers, share_shapes=share_shapes, max_members=max_members)
+                         workers=workers, share_shapes=share_shapes, max_members=max_members,
+                         checkpoint_every_s=checkpoint_every)
     except (ConfigError, ValueError, PermissionError, FileNotFoundError) as err:
         fail(str(err))
     for name, s in out["experiments"].items():

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 from . import __version__
 from .experiments import EXPERIMENTS, make_experiment
 from .results import DATA_DIR, aggregate, format_rows, load_records
-from .runner import run_experiment
+from .runner import CHECKPOINT_EVERY_S, run_experiment
 from .store import provenance
 
 __all__ = ["reproduce", "write_manifest"]
@@ -46,7 +46,8 @@ def write_manifest(root: Path = DATA_DIR) -> Path:
 def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root: Path = DATA_DIR,
               device: Optional[str] = None, figures: bool = False, progress: bool = True,
               log: Callable = print, executor: str = "local", slurm: Optional[dict] = None,
-              workers: int = 1, share_shapes: Optional[bool] = None, max_members: Optional[int] = None) -> dict:
+              workers: int = 1, share_shapes: Optional[bool] = None, max_members: Optional[int] = None,
+              checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> dict:
     names = list(only) if only else list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
@@ -59,7 +60,7 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
         out = Path(root) / name / profile
         s = run_experiment(name, profile, out=out, device=device, progress=progress, log=log,
                            executor=executor, slurm=slurm, workers=workers, share_shapes=share_shapes,
-                           max_members=max_members)
+                           max_members=max_members, checkpoint_every_s=checkpoint_every_s)
         if len(s["records"]) < s["runs"]:
             log(f"{name}: {s['runs'] - len(s['records'])} run(s) without a record; rerun to finish them")
         (out / "table.csv").write_text(format_rows(aggregate(s["records"]), "csv"))

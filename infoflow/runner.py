@@ -3,7 +3,9 @@ in ensembles (runs equal but for the seed share one model with a member per seed
 ``share_shapes``, so do runs whose models differ only in head counts or whose targets differ only
 in parameters such as D), write one record per run. A sweep killed at any moment resumes without
 losing or duplicating a run: records are written atomically and keyed by config hash, so a run
-either has its complete record or none.
+either has its complete record or none. An ensemble in training saves its state about once a
+minute (``checkpoint_every_s``; a hidden ``.<group key>.ckpt`` beside the records, removed once its
+records are written), so a killed sweep also resumes inside an ensemble, not from its step 0.
 """
 from __future__ import annotations
 
@@ -25,12 +27,13 @@ from .experiments import Experiment, make_experiment
 from .model import EnsembleTransformer, ModelConfig, shape_key
 from .store import ResultsStore, config_hash, provenance
 from .targets import make_target
-from .train import TrainConfig, train_ensemble
+from .train import Checkpoint, TrainConfig, train_ensemble
 
-__all__ = ["run_experiment", "default_device", "build_model", "group_runs", "train_group_job", "DEFAULT_ROOT"]
+__all__ = ["run_experiment", "default_device", "build_model", "group_runs", "group_key", "train_group_job", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("runs")
 MAX_MEMBERS = 16   # DEFAULT: the largest ensemble (our choice, not yet timed against others on a GPU)
+CHECKPOINT_EVERY_S = 60.0   # DEFAULT: seconds between saves of an ensemble's training state
 
 
 def default_device() -> str:
@@ -59,6 +62,15 @@ def build_model(group: list[dict], device) -> tuple:
     targets = [make_target(r["target"], **r["target_params"]) for r in group]
     cfgs = [model_config(r, t) for r, t in zip(group, targets)]
     return targets, EnsembleTransformer(cfgs, seeds=[r["seed"] for r in group], device=device)
+
+
+def group_key(group: list[dict]) -> str:
+    """The hash of a group's runs in member order: names its checkpoint (and its Slurm job)."""
+    return config_hash({"runs": [config_hash(r) for r in group]})
+
+
+def checkpoint_path(store: ResultsStore, group: list[dict]) -> Path:
+    return store.root / f".{group_key(group)}.ckpt"
 
 
 def finite_or_none(obj):
@@ -99,14 +111,16 @@ def group_runs(runs: list[dict], share_shapes: bool = False, max_members: Option
 
 
 def train_group(exp, group: list[dict], store: ResultsStore, device: str, progress: bool = False,
-                log: Callable = print) -> None:
-    """Train one ensemble (see :func:`group_runs`) and write one record per run."""
+                log: Callable = print, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
+    """Train one ensemble (see :func:`group_runs`), resuming from its checkpoint if one was saved,
+    and write one record per run."""
     seeds = [r["seed"] for r in group]
     targets, model = build_model(group, device)
     tcfg = TrainConfig(**group[0]["train"])
     before = exp.measure(model, targets[0], group[0]["T"], "init")
+    ckpt = Checkpoint(checkpoint_path(store, group), group_key(group), checkpoint_every_s)
     start = time.perf_counter()
-    results = train_ensemble(model, targets, seeds, tcfg, progress=progress)
+    results = train_ensemble(model, targets, seeds, tcfg, progress=progress, checkpoint=ckpt, log=log)
     wall = time.perf_counter() - start
     after = exp.measure(model, targets[0], group[0]["T"], "trained")
     prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3))
@@ -116,6 +130,8 @@ def train_group(exp, group: list[dict], store: ResultsStore, device: str, progre
                               "steps": res["steps"]},
                   "curve": res["curve"], "parameters": model.parameter_counts(),
                   "provenance": {**prov, "seed": run["seed"], "steps": res["steps"]}}
+        if res["resumed"]:   # steps trained by earlier processes; wall_time_s counts this one's only
+            record["provenance"]["resumed_from"] = res["resumed"]
         extras = {}
         for measured in (before, after):
             if measured is not None:
@@ -126,16 +142,18 @@ def train_group(exp, group: list[dict], store: ResultsStore, device: str, progre
             record["error"] = res["error"]
             log(f"failed: {run['label']} T={run['T']} seed={run['seed']}: {res['error']}")
         store.write(record)
+    ckpt.path.unlink(missing_ok=True)
 
 
 def train_group_job(name: str, profile: str, overrides: dict, group: list, root: str, device: str,
-                    threads: Optional[int] = None) -> list:
+                    threads: Optional[int] = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> list:
     """One ensemble group in a process of its own (a Slurm job or a local worker): rebuild the
     experiment from its name, profile and overrides, train the group, write its records."""
     if threads:
         torch.set_num_threads(threads)
     exp = make_experiment(name, profile, overrides)
-    train_group(exp, group, ResultsStore(Path(root)), device, progress=False, log=print)
+    train_group(exp, group, ResultsStore(Path(root)), device, progress=False, log=print,
+                checkpoint_every_s=checkpoint_every_s)
     return [config_hash(r) for r in group]
 
 
@@ -158,7 +176,7 @@ def _die_with_parent() -> None:
 
 
 def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: ResultsStore, device: str,
-                      workers: int, progress: bool, log: Callable) -> None:
+                      workers: int, progress: bool, log: Callable, checkpoint_every_s: float) -> None:
     """Train groups concurrently in ``workers`` processes (spawned: safe with CUDA). Tiny models leave
     a GPU launch-bound and idle, so several ensembles in flight keep it busy; on a CPU each worker
     gets its share of the cores. A group that fails is reported; the others go on, a rerun resumes."""
@@ -166,8 +184,8 @@ def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: R
     ctx = multiprocessing.get_context("spawn")
     order = sorted(groups, key=group_cost, reverse=True)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent) as pool:
-        futures = {pool.submit(train_group_job, exp.name, profile, overrides, g, str(store.root), device, threads):
-                   g for g in order}
+        futures = {pool.submit(train_group_job, exp.name, profile, overrides, g, str(store.root), device, threads,
+                               checkpoint_every_s): g for g in order}
         for fut in tqdm(as_completed(futures), total=len(futures), disable=not progress, desc=exp.name):
             if fut.exception() is not None:
                 g = futures[fut]
@@ -179,14 +197,16 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
                    out: Optional[Path] = None, device: Optional[str] = None, progress: bool = True,
                    retry_failed: bool = False, log: Callable = print, executor: str = "local",
                    slurm: Optional[dict] = None, workers: int = 1, share_shapes: Optional[bool] = None,
-                   max_members: Optional[int] = None) -> dict:
+                   max_members: Optional[int] = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> dict:
     """Run (or resume) an experiment, locally (``workers`` ensembles at a time) or on Slurm; returns
     a summary with its records. No ensemble has more than ``max_members`` (default ``MAX_MEMBERS``).
     ``share_shapes`` (default: on a GPU) trains runs whose parameters have the same shapes as one
     ensemble (:func:`group_runs`): a GPU is launch-bound on these small models, so fewer, larger
     ensembles finish sooner; a CPU is compute-bound, and smaller ensembles spread better over its
-    workers. An experiment that measures its models (probes) never shares."""
+    workers. An experiment that measures its models (probes) never shares. Each ensemble saves its
+    training state every ``checkpoint_every_s`` seconds (0: at every evaluation), and a rerun resumes it."""
     positive_int("workers", workers)
+    Checkpoint(Path(), "", checkpoint_every_s)           # checks checkpoint_every_s before any training
     max_members = MAX_MEMBERS if max_members is None else positive_int("max_members", max_members)
     exp = make_experiment(name, profile, overrides)
     device = check_device(device or ("cpu" if executor == "slurm" else default_device()), local=executor == "local")
@@ -206,19 +226,24 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
         share_shapes = device.startswith("cuda")
     share_shapes = share_shapes and type(exp).measure is Experiment.measure
     groups = group_runs(todo, share_shapes, max_members)
+    expected = {checkpoint_path(store, g).name for g in groups}
+    for orphan in sorted(p.name for p in store.root.glob(".*.ckpt") if p.name not in expected):
+        log(f"warning: checkpoint {store.root / orphan} belongs to no ensemble of this sweep (other grouping "
+            "options?); left in place, not used")
     start = time.perf_counter()
     log(f"{name} [{profile}] on {device}: {len(runs)} runs, {skipped} already recorded, "
         f"{len(todo)} to train in {len(groups)} ensemble(s){' (shared shapes)' if share_shapes else ''} -> {store.root}")
     if executor == "slurm":
         from .slurm import run_on_slurm
-        run_on_slurm(exp, profile, overrides or {}, groups, store, device, slurm or {}, progress, log)
+        run_on_slurm(exp, profile, overrides or {}, groups, store, device, slurm or {}, progress, log, checkpoint_every_s)
     elif executor != "local":
         raise ValueError(f"executor must be local or slurm, got {executor!r}")
     elif workers > 1 and len(groups) > 1:
-        _train_in_workers(exp, profile, overrides or {}, groups, store, device, workers, progress, log)
+        _train_in_workers(exp, profile, overrides or {}, groups, store, device, workers, progress, log,
+                          checkpoint_every_s)
     else:
         for group in tqdm(groups, disable=not progress, desc=name):
-            train_group(exp, group, store, device, progress, log)
+            train_group(exp, group, store, device, progress, log, checkpoint_every_s)
     wall = round(time.perf_counter() - start, 1)
     hashes = {config_hash(r) for r in runs}
     records = [r for r in store.records() if r["config_hash"] in hashes]

@@ -22,7 +22,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from .runner import train_group_job
+from .runner import CHECKPOINT_EVERY_S, group_key, train_group_job
 from .store import ResultsStore, config_hash
 
 __all__ = ["run_on_slurm", "SLURM_DEFAULTS", "load_slurm_options"]
@@ -52,10 +52,6 @@ def load_slurm_options(path: str | None, **flags) -> dict:
     return opts
 
 
-def _group_key(group: list) -> str:
-    return config_hash({"runs": sorted(config_hash(r) for r in group)})
-
-
 def _active(job_id: str) -> bool:
     """Queued or running (squeue lists it)."""
     out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True)
@@ -76,7 +72,7 @@ def _tail(path: Path, n: int = 15) -> str:
 
 
 def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: ResultsStore, device: str,
-                 opts: dict, progress: bool, log: Callable) -> list:
+                 opts: dict, progress: bool, log: Callable, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> list:
     """Submit (or re-attach to) one array job per sweep and wait; returns the failed job ids."""
     import submitit
 
@@ -87,7 +83,7 @@ def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: Result
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     waiting, to_submit = {}, []
     for g in groups:
-        key = _group_key(g)
+        key = group_key(g)
         if key in ledger and _active(ledger[key]):
             waiting[key] = (ledger[key], g)
         else:
@@ -109,7 +105,7 @@ def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: Result
         executor.update_parameters(**params)
         n = len(to_submit)
         jobs = executor.map_array(train_group_job, [exp.name] * n, [profile] * n, [overrides] * n, [g for _, g in to_submit],
-                                  [str(store.root)] * n, [device] * n)
+                                  [str(store.root)] * n, [device] * n, [None] * n, [checkpoint_every_s] * n)
         for (key, g), job in zip(to_submit, jobs):
             ledger[key] = str(job.job_id)
             waiting[key] = (str(job.job_id), g)

@@ -21,7 +21,7 @@ from typing import Iterable, Optional
 
 from . import __version__
 
-__all__ = ["config_hash", "code_sha256", "provenance", "ResultsStore", "RecordProblem", "REQUIRED"]
+__all__ = ["config_hash", "code_sha256", "provenance", "atomic_write", "ResultsStore", "RecordProblem", "REQUIRED"]
 
 REQUIRED = ("config", "config_hash", "status", "metrics", "provenance")
 
@@ -75,6 +75,31 @@ def provenance(device: str = "cpu", **extra) -> dict:
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra}
 
 
+def atomic_write(final: Path, data: bytes) -> Path:
+    """Write ``data`` to ``final`` so that it holds either its old content or all of ``data``, even if
+    the process is killed: temp file in the same folder, fsync, rename, fsync the folder."""
+    final = Path(final)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return final
+
+
 @dataclass
 class RecordProblem:
     path: str
@@ -114,26 +139,7 @@ class ResultsStore:
             raise ValueError("record config_hash does not match its config")
         self.root.mkdir(parents=True, exist_ok=True)
         data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
-        final = self.path(record["config_hash"])
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{final.stem}-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        dir_fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return final
+        return atomic_write(self.path(record["config_hash"]), data.encode())
 
     def read(self, path: Path) -> Optional[dict]:
         """A valid record, or None (the problem is appended to ``self.problems``)."""

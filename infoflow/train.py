@@ -5,23 +5,29 @@ All members of an :class:`~infoflow.model.EnsembleTransformer` train in one step
 sum of the members' mean losses (so each member's gradient is its own), gradients are clipped per
 member, and one batched AdamW update (per-member learning rate) moves every member. Each member
 draws its data from its own ``torch.Generator`` on the model's device, seeded by its seed. A member
-whose loss turns NaN/inf is frozen and reported failed; the others go on.
+whose loss turns NaN/inf is frozen and reported failed; the others go on. With a
+:class:`Checkpoint`, the whole training state is saved every so often, so a training killed midway
+resumes where it was saved and ends exactly as it would have without the kill.
 """
 from __future__ import annotations
 
 import ctypes
+import io
 import math
+import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
 from .checks import positive_int
 from .model import equal_runs
+from .store import atomic_write, provenance
 
 __all__ = ["TrainConfig", "nmse", "lr_at", "AdamWEnsemble", "train_ensemble", "draw", "MemberTargets", "clip_per_member",
-           "train_autoencoders", "reuse_freed_memory", "predict_in_chunks"]
+           "train_autoencoders", "reuse_freed_memory", "predict_in_chunks", "Checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,7 @@ class _Batches:
 
     def __init__(self, target, gens, cfg: TrainConfig, T: int):
         self.target, self.gens, self.cfg, self.T = target, gens, cfg, T
+        self.perm, self.pos = None, None
         if cfg.n_train:
             self.X, self.y = draw(target, gens, cfg.n_train, T)
             self.perm, self.pos = None, cfg.n_train
@@ -201,11 +208,75 @@ class _Batches:
         return self.X[rows, idx], self.y[rows, idx]
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a training saves its state (at an evaluation step, once ``every_s`` seconds have passed
+    since the last save; 0: at every evaluation) and what it belongs to: a state saved under another
+    ``key`` is not used. Loaded with ``torch.load(weights_only=True)``: tensors, numbers, strings."""
+    path: Path
+    key: str
+    every_s: float = 60.0
+
+    def __post_init__(self):
+        if not self.every_s >= 0:
+            raise ValueError(f"checkpoint_every must be >= 0 seconds, got {self.every_s!r}")
+
+    def save(self, state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save({"format": 1, "key": self.key, **state}, buf)
+        atomic_write(Path(self.path), buf.getvalue())
+
+    def load(self) -> tuple[Optional[dict], Optional[str]]:
+        """(state, None), or (None, why not) when there is a file that cannot be used; (None, None): none."""
+        path = Path(self.path)
+        if not path.exists():
+            return None, None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:   # truncated, corrupt, or not ours
+            return None, f"checkpoint {path} is unreadable ({type(err).__name__})"
+        if not isinstance(state, dict) or state.get("format") != 1 or state.get("key") != self.key:
+            return None, f"checkpoint {path} belongs to another training"
+        return state, None
+
+
+_PROVENANCE_KEYS = ("code_sha256", "git_commit", "version", "torch", "device_name", "date")
+
+
+def _training_state(model, opt, gens, batches, step, active, first_bad, best, curve_steps, curve_vals, segments) -> dict:
+    """Everything that determines the rest of a training, on the host (generator states as bytes)."""
+    cpu = [t.detach().cpu() for t in model.parameters()]
+    return {"step": step, "M": model.M, "params": cpu, "m": [t.cpu() for t in opt.m], "v": [t.cpu() for t in opt.v],
+            "t": opt.t, "generators": [g.get_state() for g in gens],
+            "perm": None if batches.perm is None else batches.perm.to("cpu", torch.int32), "pos": batches.pos,
+            "active": active.cpu(), "first_bad": first_bad.cpu(), "best": best.cpu(), "curve_steps": list(curve_steps),
+            "curve_vals": torch.stack(curve_vals).cpu() if curve_vals else None, "segments": segments}
+
+
+def _restore(state: dict, model, opt, gens, batches) -> Optional[str]:
+    """Put a saved state back (parameters, optimizer moments, generators, data order); returns why
+    it does not fit this training, or None."""
+    params = list(model.parameters())
+    if state["M"] != model.M or [tuple(p.shape) for p in state["params"]] != [tuple(p.shape) for p in params]:
+        return "its parameter shapes differ from this model's"
+    with torch.no_grad():
+        for dst, src in zip(params + opt.m + opt.v, state["params"] + state["m"] + state["v"]):
+            dst.copy_(src)
+    opt.t = state["t"]
+    for g, s in zip(gens, state["generators"]):
+        g.set_state(s)
+    if state["perm"] is not None:
+        batches.perm = state["perm"].to(params[0].device, torch.long)
+    batches.pos = state["pos"]
+    return None
+
+
 def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: Optional[Sequence[float]] = None,
-                   progress: bool = False) -> list[dict]:
+                   progress: bool = False, checkpoint: Optional[Checkpoint] = None, log: Callable = print) -> list[dict]:
     """Train every member of ``model`` on ``target`` (member j uses ``seeds[j]``; ``target`` may be a
     list of one target per member). Returns one dict per member: status, best_val_nmse,
-    final_train_nmse, steps, curve [(step, val_nmse)], error."""
+    final_train_nmse, steps, curve [(step, val_nmse)], error, and ``resumed``: the parts of the
+    training done by earlier processes (steps and provenance), when it resumed from ``checkpoint``."""
     M, T = model.M, model.cfg.T
     if len(seeds) != M:
         raise ValueError(f"seeds must give one seed per member ({M}), got {len(seeds)}")
@@ -227,7 +298,21 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
     curve_vals: list = []   # device tensors, read once at the end: no host-device sync inside the loop
     total = cfg.steps + cfg.tail_steps
     train_nmse = torch.full((M,), float("nan"), device=device)
-    for step in tqdm(range(total), disable=not progress, desc="train", leave=False):
+    start, resumed = 0, []
+    if checkpoint is not None:
+        state, problem = checkpoint.load()
+        if state is not None:
+            problem = _restore(state, model, opt, gens, batches)
+            problem = problem and f"checkpoint {checkpoint.path}: {problem}"
+        if problem:
+            log(f"warning: {problem}; training from step 0")
+        elif state is not None:
+            start, resumed = state["step"], state["segments"]
+            active, first_bad, best = (state[k].to(device) for k in ("active", "first_bad", "best"))
+            curve_steps = list(state["curve_steps"])
+            curve_vals = [] if state["curve_vals"] is None else list(state["curve_vals"].to(device))
+    saved_at = time.monotonic()
+    for step in tqdm(range(start, total), initial=start, total=total, disable=not progress, desc="train", leave=False):
         X, y = batches.next()
         pred = model(X)
         per_member = ((pred - y) ** 2).flatten(1).mean(1)
@@ -248,6 +333,12 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
                 best = torch.minimum(best, v)
                 curve_steps.append(step + 1)
                 curve_vals.append(v)
+                if checkpoint is not None and step + 1 < total and time.monotonic() - saved_at >= checkpoint.every_s:
+                    prov = provenance(str(device))
+                    segment = {"from_step": start, "to_step": step + 1, **{k: None if prov[k] is None else str(prov[k]) for k in _PROVENANCE_KEYS}}
+                    checkpoint.save(_training_state(model, opt, gens, batches, step + 1, active, first_bad, best,
+                                                    curve_steps, curve_vals, resumed + [segment]))
+                    saved_at = time.monotonic()
     curve = list(zip(curve_steps, torch.stack(curve_vals).tolist()))   # the last step always evaluates
     errors = [f"non-finite loss at step {s}" if s >= 0 else None for s in first_bad.tolist()]
 
@@ -260,7 +351,8 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
         out.append({"status": "done" if ok else "failed", "seed": int(seeds[j]),
                     "best_val_nmse": float(best[j]) if ok else None,
                     "final_train_nmse": finite(train_nmse[j]) if ok else None, "steps": total,
-                    "curve": [(s, finite(vals[j])) for s, vals in curve], "error": errors[j] or (None if ok else "diverged")})
+                    "curve": [(s, finite(vals[j])) for s, vals in curve], "error": errors[j] or (None if ok else "diverged"),
+                    "resumed": resumed})
     return out
 
 

@@ -7,7 +7,9 @@
 #      resumable, until TOTAL seconds after the start, into ROOT/EXPERIMENT/PROFILE (ROOT=data: what the
 #      book renders; another ROOT times a whole profile from scratch). SWEEPS holds one line per sweep:
 #      "EXPERIMENT WORKERS [--set key=value ...]" (default: the two Sec. 6 experiments);
-#   3. everything packed into $OUT/device-results.tgz (benchmark lines, records, sweep logs, logs).
+#   3. everything packed into $OUT/device-results.tgz (benchmark lines, records, sweep logs, logs, and the
+#      hidden .*.ckpt training states of ensembles the budget cut: unpack them into ROOT on the next call,
+#      e.g. an ignored runs/ folder carried with `carry`, and the sweep continues from them).
 # Tables and data/MANIFEST.json are written back here, from the unpacked records (results.aggregate, reproduce.write_manifest).
 # Many small processes on one GPU only overlap their kernels under MPS: it is started when the image
 # has it and a CUDA call works through it, else the sweep runs without (time-sliced).

@@ -46,14 +46,16 @@ def test_reproduce_writes_tables_and_manifest(tmp_path, monkeypatch):
     import infoflow.reproduce as rep
     calls = []
 
-    def fake_run(name, profile, out, device, progress, log, executor, slurm, workers, share_shapes, max_members):
-        calls.append((name, workers, share_shapes, max_members))
+    def fake_run(name, profile, out, device, progress, log, executor, slurm, workers, share_shapes, max_members,
+                 checkpoint_every_s):
+        calls.append((name, workers, share_shapes, max_members, checkpoint_every_s))
         out.mkdir(parents=True, exist_ok=True)
         return {"runs": 0, "trained": 0, "skipped": 0, "records": [], "wall_time_s": 0.0}
 
     monkeypatch.setattr(rep, "run_experiment", fake_run)
-    summary = reproduce("quick", only=["kth-largest"], root=tmp_path, log=lambda m: None, workers=3, max_members=5)
-    assert calls == [("kth-largest", 3, None, 5)] and (tmp_path / "kth-largest" / "quick" / "table.csv").exists()
+    summary = reproduce("quick", only=["kth-largest"], root=tmp_path, log=lambda m: None, workers=3, max_members=5,
+                        checkpoint_every_s=0)
+    assert calls == [("kth-largest", 3, None, 5, 0)] and (tmp_path / "kth-largest" / "quick" / "table.csv").exists()
     manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
     assert "kth-largest/quick/table.csv" in manifest["files"] and manifest["tables"]
     with pytest.raises(ValueError, match="unknown experiment"):

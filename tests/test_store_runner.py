@@ -222,6 +222,7 @@ def test_resume_after_sigkill(tmp_path):
     (["run"], "EXPERIMENT is required"),
     (["run", "intrinsic-dimension", "--workers", "0"], "workers must be a positive integer"),
     (["run", "intrinsic-dimension", "--max-members", "0"], "max_members must be a positive integer"),
+    (["run", "intrinsic-dimension", "--checkpoint-every", "-5"], "checkpoint_every must be >= 0 seconds"),
 ])
 def test_run_bad_config_one_line_exit_2(args, field):
     r = cli(*args)
@@ -260,3 +261,46 @@ def test_code_hash_names_the_package_source(tmp_path):
     assert code_sha256(copy) == code_sha256(pkg)
     (copy / "train.py").write_text((copy / "train.py").read_text() + "\n# changed\n")
     assert code_sha256(copy) != code_sha256(pkg)
+
+
+def test_a_sweep_killed_inside_an_ensemble_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """Killed mid-training (here: at step 15 of 20 of the second ensemble), the rerun starts that
+    ensemble from its last saved state, not from step 0, and writes the records an unbroken sweep
+    writes; the checkpoint is gone once its records are written; the records name the earlier part."""
+    import infoflow.train as train
+    kw = dict(progress=False, log=lambda m: None)
+    reference = run_experiment("specific-position", "quick", tiny(), out=tmp_path / "ref", **kw)
+    real_lr_at, calls = train.lr_at, []
+
+    def killed(step, cfg):
+        calls.append(step)
+        if len(calls) > 20 and step == 15:          # the first ensemble finishes, the second dies
+            raise KeyboardInterrupt
+        return real_lr_at(step, cfg)
+    monkeypatch.setattr(train, "lr_at", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("specific-position", "quick", tiny(), out=tmp_path / "cut", checkpoint_every_s=0, **kw)
+    assert len(list((tmp_path / "cut").glob("*.json"))) == 1 and len(list((tmp_path / "cut").glob(".*.ckpt"))) == 1
+    monkeypatch.setattr(train, "lr_at", real_lr_at)
+    calls.clear()
+    monkeypatch.setattr(train, "lr_at", lambda step, cfg: calls.append(step) or real_lr_at(step, cfg))
+    resumed = run_experiment("specific-position", "quick", tiny(), out=tmp_path / "cut", checkpoint_every_s=0, **kw)
+    assert resumed["trained"] == 1 and calls == list(range(10, 20))      # from the save at step 10
+    assert not list((tmp_path / "cut").glob(".*.ckpt"))
+    ref = {r["config_hash"]: r for r in reference["records"]}
+    for r in resumed["records"]:
+        assert (r["metrics"], r["curve"]) == (ref[r["config_hash"]]["metrics"], ref[r["config_hash"]]["curve"])
+    parts = [r["provenance"].get("resumed_from") for r in resumed["records"]]
+    assert sorted(map(bool, parts)) == [False, True]
+    part = next(p for p in parts if p)
+    assert [(s["from_step"], s["to_step"]) for s in part] == [(0, 10)] and part[0]["code_sha256"]
+
+
+def test_a_checkpoint_of_another_grouping_is_reported_not_used(tmp_path):
+    logs = []
+    (tmp_path / ".0123456789abcdef.ckpt").write_bytes(b"x")
+    run_experiment("specific-position", "quick", tiny(), out=tmp_path, progress=False, log=logs.append)
+    assert any("belongs to no ensemble of this sweep" in m for m in logs)
+    assert (tmp_path / ".0123456789abcdef.ckpt").exists()
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 0 seconds"):
+        run_experiment("specific-position", "quick", tiny(), out=tmp_path, checkpoint_every_s=-1)

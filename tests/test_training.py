@@ -315,3 +315,53 @@ def test_a_training_step_reads_nothing_back_and_copies_nothing_from_the_host():
 
     for tc in ({}, {"n_train": 32}):
         assert count(4, **tc) == count(12, **tc), tc
+
+
+def _resumable(n_train):
+    """A small mixed-target training with a NaN-free but non-trivial state: fixed set or fresh draws."""
+    cfg = TrainConfig(steps=50, batch=16, n_val=32, eval_every=10, n_train=n_train, tail_steps=6)
+    targets = [IntrinsicDimension(D=2), IntrinsicDimension(D=2), IntrinsicDimension(D=3)]
+    return cfg, targets, (lambda: EnsembleTransformer(ModelConfig(d=4, T=5, heads=(2, 2), E=12, ffn=16),
+                                                      members=3, seeds=[1, 2, 3]))
+
+
+@pytest.mark.parametrize("n_train", [None, 48])
+def test_a_killed_training_resumes_from_its_checkpoint_exactly(tmp_path, monkeypatch, n_train):
+    import infoflow.train as train
+    cfg, targets, model = _resumable(n_train)
+    reference = train_ensemble(model(), targets, [1, 2, 3], cfg)
+    ckpt = train.Checkpoint(tmp_path / "group.ckpt", key="group", every_s=0)   # saves at every evaluation
+    real_lr_at = train.lr_at
+
+    def killed_at_step_37(step, c):
+        if step == 37:
+            raise KeyboardInterrupt
+        return real_lr_at(step, c)
+    monkeypatch.setattr(train, "lr_at", killed_at_step_37)
+    with pytest.raises(KeyboardInterrupt):
+        train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=ckpt)
+    monkeypatch.setattr(train, "lr_at", real_lr_at)
+    assert torch.load(ckpt.path, weights_only=True)["step"] == 30            # the last evaluation before the kill
+    logs = []
+    resumed = train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=ckpt, log=logs.append)
+    assert not logs
+    for a, b in zip(resumed, reference):
+        assert [seg["to_step"] for seg in a.pop("resumed")] == [30] and b.pop("resumed") == []
+        assert a == b                     # same best and final NMSE, same curve, to the last bit
+
+
+def test_an_unusable_checkpoint_is_reported_and_training_starts_over(tmp_path):
+    from infoflow.train import Checkpoint
+    cfg, targets, model = _resumable(48)
+    reference = train_ensemble(model(), targets, [1, 2, 3], cfg)
+    other = Checkpoint(tmp_path / "other.ckpt", key="another group", every_s=0)
+    other.save({"step": 10})
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    for path, why in ((bad, "unreadable"), (other.path, "belongs to another training")):
+        logs = []
+        out = train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=Checkpoint(path, "group", 3600), log=logs.append)
+        assert len(logs) == 1 and why in logs[0] and "training from step 0" in logs[0]
+        assert [r["curve"] for r in out] == [r["curve"] for r in reference]
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 0 seconds"):
+        Checkpoint(bad, "group", -1)

@@ -140,3 +140,35 @@ def test_a_diverged_run_is_recorded_failed_and_the_sweep_finishes(tmp_path):
     failed = [x for x in records.values() if x["status"] == "failed"]
     assert failed and all(x["error"] for x in failed) and "failed:" in r.stderr
     assert all(x["provenance"]["version"] == __version__ for x in records.values())
+
+
+LONG = ["depth-separation", "--quiet", "--set", "train.steps=600", "--set", "train.eval_every=20",
+        "--set", "train.batch=32", "--set", "train.n_val=64", "--set", "ffn=16", "--set", "Ts=[6, 10]"]
+
+
+def test_sigkill_inside_ensembles_resumes_from_checkpoints(tmp_path):
+    """Ensembles of 600 steps saving at every evaluation (--checkpoint-every 0), killed at 12 random
+    moments, many of them mid-ensemble or mid-save: the finished sweep equals an unbroken one run
+    without checkpoints, and some records say which steps an earlier process trained."""
+    def long_cmd(out, *extra):
+        return [sys.executable, "-m", "infoflow.cli", "run", *LONG, "--out", str(out), *extra]
+    ref_dir = tmp_path / "ref"
+    assert subprocess.run(long_cmd(ref_dir), capture_output=True, env=ENV).returncode == 0
+    reference = by_hash(ref_dir)
+    out = tmp_path / "cut"
+    rng = random.Random(7)
+    for _ in range(12):
+        proc = subprocess.Popen(long_cmd(out, "--checkpoint-every", "0"), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=ENV)
+        time.sleep(rng.uniform(1.5, 4.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        by_hash(out)                                  # records present are whole
+    r = subprocess.run(long_cmd(out, "--checkpoint-every", "0"), capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    records = by_hash(out)
+    assert_same(records, reference)
+    for h, rec in records.items():
+        assert rec["curve"] == reference[h]["curve"]
+    assert any(rec["provenance"].get("resumed_from") for rec in records.values())
+    assert not list(out.glob(".*.ckpt"))
