@@ -186,11 +186,12 @@ def predict_in_chunks(model, X: torch.Tensor, tokens: int = EVAL_TOKENS) -> torc
 
 
 class _Batches:
-    """Per-member minibatches: fresh draws, or epochs over a fixed training set (per-member shuffles)."""
+    """Per-member minibatches: fresh draws, or epochs over a fixed training set (per-member shuffles,
+    drawn from generator states kept in ``epoch_states``, so a checkpoint stores those, not the order)."""
 
     def __init__(self, target, gens, cfg: TrainConfig, T: int):
         self.target, self.gens, self.cfg, self.T = target, gens, cfg, T
-        self.perm, self.pos = None, None
+        self.perm, self.pos, self.epoch_states = None, None, None
         if cfg.n_train:
             self.X, self.y = draw(target, gens, cfg.n_train, T)
             self.perm, self.pos = None, cfg.n_train
@@ -200,12 +201,26 @@ class _Batches:
         if not cfg.n_train:
             return draw(self.target, self.gens, cfg.batch, self.T)
         if self.pos + cfg.batch > cfg.n_train:
-            self.perm = torch.stack([torch.randperm(cfg.n_train, generator=g, device=g.device) for g in self.gens])
+            self.epoch_states = [g.get_state() for g in self.gens]
+            self.shuffle()
             self.pos = 0
         idx = self.perm[:, self.pos:self.pos + cfg.batch]
         self.pos += cfg.batch
         rows = torch.arange(len(self.gens), device=idx.device)[:, None]
         return self.X[rows, idx], self.y[rows, idx]
+
+    def shuffle(self):
+        self.perm = torch.stack([torch.randperm(self.cfg.n_train, generator=g, device=g.device) for g in self.gens])
+
+    def restore(self, epoch_states, pos, states):
+        """The order of the epoch under way (redrawn from its generator states), then the generators' states now."""
+        if epoch_states is not None:
+            for g, s in zip(self.gens, epoch_states):
+                g.set_state(s)
+            self.shuffle()
+        for g, s in zip(self.gens, states):
+            g.set_state(s)
+        self.epoch_states, self.pos = epoch_states, pos
 
 
 @dataclass(frozen=True)
@@ -248,12 +263,12 @@ def _training_state(model, opt, gens, batches, step, active, first_bad, best, cu
     cpu = [t.detach().cpu() for t in model.parameters()]
     return {"step": step, "M": model.M, "params": cpu, "m": [t.cpu() for t in opt.m], "v": [t.cpu() for t in opt.v],
             "t": opt.t, "generators": [g.get_state() for g in gens],
-            "perm": None if batches.perm is None else batches.perm.to("cpu", torch.int32), "pos": batches.pos,
+            "epoch_states": batches.epoch_states, "pos": batches.pos,
             "active": active.cpu(), "first_bad": first_bad.cpu(), "best": best.cpu(), "curve_steps": list(curve_steps),
             "curve_vals": torch.stack(curve_vals).cpu() if curve_vals else None, "segments": segments}
 
 
-def _restore(state: dict, model, opt, gens, batches) -> Optional[str]:
+def _restore(state: dict, model, opt, batches) -> Optional[str]:
     """Put a saved state back (parameters, optimizer moments, generators, data order); returns why
     it does not fit this training, or None."""
     params = list(model.parameters())
@@ -263,11 +278,7 @@ def _restore(state: dict, model, opt, gens, batches) -> Optional[str]:
         for dst, src in zip(params + opt.m + opt.v, state["params"] + state["m"] + state["v"]):
             dst.copy_(src)
     opt.t = state["t"]
-    for g, s in zip(gens, state["generators"]):
-        g.set_state(s)
-    if state["perm"] is not None:
-        batches.perm = state["perm"].to(params[0].device, torch.long)
-    batches.pos = state["pos"]
+    batches.restore(state["epoch_states"], state["pos"], state["generators"])
     return None
 
 
@@ -302,7 +313,7 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
     if checkpoint is not None:
         state, problem = checkpoint.load()
         if state is not None:
-            problem = _restore(state, model, opt, gens, batches)
+            problem = _restore(state, model, opt, batches)
             problem = problem and f"checkpoint {checkpoint.path}: {problem}"
         if problem:
             log(f"warning: {problem}; training from step 0")
