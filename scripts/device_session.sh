@@ -17,6 +17,7 @@
 # (scripts/device_wheels.sh) and carry .whl. Settings by environment variables:
 #   DEVICE=cuda PROFILE=paper TOTAL=550 BENCH_LIMIT=130 (0: no benchmark) SWEEPS=$'intrinsic-dimension 3\ntriangle-center 4'
 #   BENCH='--members 64 --steps 40 --repeats 3' (empty: skip it) GROUPING='intrinsic-dimension triangle-center' ROOT=data
+#   CKPT_EVERY=30 (seconds between saves of each ensemble's training state: what a cut sweep loses at most)
 # Example, the whole Sec. 6 paper profile timed from scratch in /tmp/sec6 (its D = 5, 6 records are the
 # ones data/ lacks), then the longer schedule at T = 64:
 #   BENCH= BENCH_LIMIT=90 TOTAL=540 ROOT=/tmp/sec6 bash scripts/device_session.sh
@@ -30,6 +31,7 @@ SWEEPS=${SWEEPS:-$'intrinsic-dimension 3\ntriangle-center 4'}
 BENCH=${BENCH---members 64 --steps 40 --repeats 3}
 GROUPING=${GROUPING-intrinsic-dimension triangle-center}
 ROOT=${ROOT:-data}
+CKPT_EVERY=${CKPT_EVERY:-30}
 OUT=${OUT:-/tmp/infoflow-out}
 PY=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
@@ -77,7 +79,7 @@ while read -r exp workers sets; do
     n=$((n + 1))
     # shellcheck disable=SC2086
     (timeout "$budget" $PY -m infoflow.cli run "$exp" --profile "$PROFILE" --out "$ROOT/$exp/$PROFILE" --device "$DEVICE" \
-        --workers "$workers" --quiet $sets > "$OUT/sweep$n-$exp.log" 2>&1 \
+        --workers "$workers" --checkpoint-every "$CKPT_EVERY" --quiet $sets > "$OUT/sweep$n-$exp.log" 2>&1 \
         || echo "$exp: exit $? (a sweep cut by the budget resumes on the next call)" >> "$OUT/sweep$n-$exp.log") &
 done <<< "$SWEEPS"
 while [ -n "$(jobs -r)" ]; do sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null; done
