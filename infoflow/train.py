@@ -194,7 +194,7 @@ class _Batches:
         self.perm, self.pos, self.epoch_states = None, None, None
         if cfg.n_train:
             self.X, self.y = draw(target, gens, cfg.n_train, T)
-            self.perm, self.pos = None, cfg.n_train
+            self.pos = cfg.n_train
 
     def next(self):
         cfg = self.cfg
@@ -255,14 +255,18 @@ class Checkpoint:
         return state, None
 
 
-_PROVENANCE_KEYS = ("code_sha256", "git_commit", "version", "torch", "device_name", "date")
+def _segment(start: int, end: int, device) -> dict:
+    """Steps start..end trained by this process, and with which code, torch and device (plain strings)."""
+    prov = provenance(str(device))
+    keys = ("code_sha256", "git_commit", "version", "torch", "device_name", "date")
+    return {"from_step": start, "to_step": end, **{k: None if prov[k] is None else str(prov[k]) for k in keys}}
 
 
-def _training_state(model, opt, gens, batches, step, active, first_bad, best, curve_steps, curve_vals, segments) -> dict:
+def _training_state(model, opt, batches, step, active, first_bad, best, curve_steps, curve_vals, segments) -> dict:
     """Everything that determines the rest of a training, on the host (generator states as bytes)."""
     cpu = [t.detach().cpu() for t in model.parameters()]
     return {"step": step, "M": model.M, "params": cpu, "m": [t.cpu() for t in opt.m], "v": [t.cpu() for t in opt.v],
-            "t": opt.t, "generators": [g.get_state() for g in gens],
+            "t": opt.t, "generators": [g.get_state() for g in batches.gens],
             "epoch_states": batches.epoch_states, "pos": batches.pos,
             "active": active.cpu(), "first_bad": first_bad.cpu(), "best": best.cpu(), "curve_steps": list(curve_steps),
             "curve_vals": torch.stack(curve_vals).cpu() if curve_vals else None, "segments": segments}
@@ -345,10 +349,9 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
                 curve_steps.append(step + 1)
                 curve_vals.append(v)
                 if checkpoint is not None and step + 1 < total and time.monotonic() - saved_at >= checkpoint.every_s:
-                    prov = provenance(str(device))
-                    segment = {"from_step": start, "to_step": step + 1, **{k: None if prov[k] is None else str(prov[k]) for k in _PROVENANCE_KEYS}}
-                    checkpoint.save(_training_state(model, opt, gens, batches, step + 1, active, first_bad, best,
-                                                    curve_steps, curve_vals, resumed + [segment]))
+                    segments = resumed + [_segment(start, step + 1, device)]
+                    checkpoint.save(_training_state(model, opt, batches, step + 1, active, first_bad, best,
+                                                    curve_steps, curve_vals, segments))
                     saved_at = time.monotonic()
     curve = list(zip(curve_steps, torch.stack(curve_vals).tolist()))   # the last step always evaluates
     errors = [f"non-finite loss at step {s}" if s >= 0 else None for s in first_bad.tolist()]
