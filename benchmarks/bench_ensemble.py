@@ -25,6 +25,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from statistics import median_high
 
 import torch
 
@@ -91,7 +92,7 @@ def bench_grouping(args) -> dict:
     for _ in range(args.repeats):
         for name in layouts:
             times[name].append(sum(timed(step, args.steps, args.device) for step in steps[name]))
-    med = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    med = {name: median_high(t) for name, t in times.items()}
     samples = len(runs) * BATCH * args.steps
     return {"benchmark": "shared-shapes", "experiment": args.grouping, "profile": "paper", "runs": len(runs),
             "config": {"batch": BATCH, "steps": args.steps, "repeats": args.repeats, "max_members": args.max_members},
@@ -137,7 +138,7 @@ def main():
     for _ in range(args.repeats):      # interleaved, so load on the machine hits both alike
         loop_times.append(sum(timed(step, args.steps, dev) for step in loop_steps))
         ens_times.append(timed(ens_step, args.steps, dev))
-    loop_time, ens_time = sorted(loop_times)[len(loop_times) // 2], sorted(ens_times)[len(ens_times) // 2]
+    loop_time, ens_time = median_high(loop_times), median_high(ens_times)
     samples = M * BATCH * args.steps
     result = {"benchmark": "ensemble-vs-loop", "config": {"L": 2, "E": 32, "T": 16, "batch": BATCH, "members": M,
                                                           "steps": args.steps, "repeats": args.repeats},

@@ -16,6 +16,15 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_mar
                   help="InfoFlow: predict, before training, whether a Transformer approximates a target efficiently.")
 
 
+# Options that `run` and `reproduce` share (None: the runner's default, so it is written down once)
+SHARE_SHAPES = typer.Option(None, "--share-shapes/--no-share-shapes",
+                            help="train runs whose parameters have the same shapes (heads or target D differ) as one "
+                                 "ensemble (default: on a GPU)")
+MAX_MEMBERS = typer.Option(None, help="the most runs in one ensemble (default 16)")
+CHECKPOINT_EVERY = typer.Option(None, help="seconds between saves of an ensemble's training state, from which a killed "
+                                           "sweep resumes (default 60; 0: at every evaluation)")
+
+
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
@@ -99,11 +108,9 @@ def run(
     list_experiments: bool = typer.Option(False, "--list", help="list the experiments and exit"),
     executor: str = typer.Option("local", help="local or slurm"),
     workers: int = typer.Option(1, help="local: ensembles trained at once, each in its own process (GPU: 4-8 keep it busy)"),
-    share_shapes: Optional[bool] = typer.Option(None, "--share-shapes/--no-share-shapes",
-                                                help="train runs whose parameters have the same shapes (heads or target D differ) as one ensemble (default: on a GPU)"),
-    max_members: Optional[int] = typer.Option(None, help="the most runs in one ensemble (default 16)"),
-    checkpoint_every: float = typer.Option(60.0, help="seconds between saves of an ensemble's training state, "
-                                           "from which a killed sweep resumes (0: at every evaluation)"),
+    share_shapes: Optional[bool] = SHARE_SHAPES,
+    max_members: Optional[int] = MAX_MEMBERS,
+    checkpoint_every: Optional[float] = CHECKPOINT_EVERY,
     slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options (partition, time_min, cpus, gpus, mem_gb, account)"),
     partition: Optional[str] = typer.Option(None, help="slurm partition"),
     time_min: Optional[int] = typer.Option(None, help="slurm time limit per job, minutes (default 60)"),
@@ -155,11 +162,9 @@ def reproduce(
     slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda[:N]"),
     workers: int = typer.Option(1, help="local: ensembles trained at once, each in its own process"),
-    share_shapes: Optional[bool] = typer.Option(None, "--share-shapes/--no-share-shapes",
-                                                help="train runs whose parameters have the same shapes (heads or target D differ) as one ensemble (default: on a GPU)"),
-    max_members: Optional[int] = typer.Option(None, help="the most runs in one ensemble (default 16)"),
-    checkpoint_every: float = typer.Option(60.0, help="seconds between saves of an ensemble's training state, "
-                                           "from which a killed sweep resumes (0: at every evaluation)"),
+    share_shapes: Optional[bool] = SHARE_SHAPES,
+    max_members: Optional[int] = MAX_MEMBERS,
+    checkpoint_every: Optional[float] = CHECKPOINT_EVERY,
     figures: bool = typer.Option(False, "--figures", help="also re-execute every chapter (regenerates the figures)"),
     quiet: bool = typer.Option(False, "--quiet"),
 ):

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 from . import __version__
 from .experiments import EXPERIMENTS, make_experiment
 from .results import DATA_DIR, aggregate, format_rows, load_records
-from .runner import CHECKPOINT_EVERY_S, run_experiment
+from .runner import run_experiment
 from .store import provenance
 
 __all__ = ["reproduce", "write_manifest"]
@@ -47,7 +47,7 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
               device: Optional[str] = None, figures: bool = False, progress: bool = True,
               log: Callable = print, executor: str = "local", slurm: Optional[dict] = None,
               workers: int = 1, share_shapes: Optional[bool] = None, max_members: Optional[int] = None,
-              checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> dict:
+              checkpoint_every_s: Optional[float] = None) -> dict:
     names = list(only) if only else list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:

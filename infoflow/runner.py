@@ -22,18 +22,17 @@ from typing import Callable, Optional
 import torch
 from tqdm import tqdm
 
-from .checks import positive_int
+from .checks import nonnegative, positive_int
 from .experiments import Experiment, make_experiment
 from .model import EnsembleTransformer, ModelConfig, shape_key
 from .store import ResultsStore, config_hash, provenance
 from .targets import make_target
-from .train import Checkpoint, TrainConfig, train_ensemble
+from .train import CHECKPOINT_EVERY_S, Checkpoint, TrainConfig, train_ensemble
 
 __all__ = ["run_experiment", "default_device", "build_model", "group_runs", "group_key", "train_group_job", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("runs")
 MAX_MEMBERS = 16   # DEFAULT: the largest ensemble (our choice, not yet timed against others on a GPU)
-CHECKPOINT_EVERY_S = 60.0   # DEFAULT: seconds between saves of an ensemble's training state
 
 
 def default_device() -> str:
@@ -197,16 +196,18 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
                    out: Optional[Path] = None, device: Optional[str] = None, progress: bool = True,
                    retry_failed: bool = False, log: Callable = print, executor: str = "local",
                    slurm: Optional[dict] = None, workers: int = 1, share_shapes: Optional[bool] = None,
-                   max_members: Optional[int] = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> dict:
+                   max_members: Optional[int] = None, checkpoint_every_s: Optional[float] = None) -> dict:
     """Run (or resume) an experiment, locally (``workers`` ensembles at a time) or on Slurm; returns
     a summary with its records. No ensemble has more than ``max_members`` (default ``MAX_MEMBERS``).
     ``share_shapes`` (default: on a GPU) trains runs whose parameters have the same shapes as one
     ensemble (:func:`group_runs`): a GPU is launch-bound on these small models, so fewer, larger
     ensembles finish sooner; a CPU is compute-bound, and smaller ensembles spread better over its
     workers. An experiment that measures its models (probes) never shares. Each ensemble saves its
-    training state every ``checkpoint_every_s`` seconds (0: at every evaluation), and a rerun resumes it."""
+    training state every ``checkpoint_every_s`` seconds (default ``CHECKPOINT_EVERY_S``; 0: at every
+    evaluation), and a rerun resumes it."""
     positive_int("workers", workers)
-    Checkpoint(Path(), "", checkpoint_every_s)           # checks checkpoint_every_s before any training
+    checkpoint_every_s = CHECKPOINT_EVERY_S if checkpoint_every_s is None else \
+        nonnegative("checkpoint_every", checkpoint_every_s, "seconds")
     max_members = MAX_MEMBERS if max_members is None else positive_int("max_members", max_members)
     exp = make_experiment(name, profile, overrides)
     device = check_device(device or ("cpu" if executor == "slurm" else default_device()), local=executor == "local")

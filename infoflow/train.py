@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from .checks import positive_int
+from .checks import nonnegative, positive_int
 from .model import equal_runs
 from .store import atomic_write, provenance
 
@@ -212,15 +212,25 @@ class _Batches:
     def shuffle(self):
         self.perm = torch.stack([torch.randperm(self.cfg.n_train, generator=g, device=g.device) for g in self.gens])
 
-    def restore(self, epoch_states, pos, states):
-        """The order of the epoch under way (redrawn from its generator states), then the generators' states now."""
-        if epoch_states is not None:
-            for g, s in zip(self.gens, epoch_states):
-                g.set_state(s)
+    def state(self) -> dict:
+        """Where the data stream is: the generators' states (bytes), and for a fixed set the position
+        in the epoch under way and the states its order was drawn from."""
+        return {"generators": [g.get_state() for g in self.gens], "epoch_states": self.epoch_states, "pos": self.pos}
+
+    def restore(self, state: dict) -> None:
+        """Back to ``state``: the epoch's order redrawn from its states, then the generators' states now."""
+        if state["epoch_states"] is not None:
+            self._set_states(state["epoch_states"])
             self.shuffle()
+        self._set_states(state["generators"])
+        self.epoch_states, self.pos = state["epoch_states"], state["pos"]
+
+    def _set_states(self, states) -> None:
         for g, s in zip(self.gens, states):
             g.set_state(s)
-        self.epoch_states, self.pos = epoch_states, pos
+
+
+CHECKPOINT_EVERY_S = 60.0   # DEFAULT: seconds between saves of a training's state
 
 
 @dataclass(frozen=True)
@@ -230,11 +240,10 @@ class Checkpoint:
     ``key`` is not used. Loaded with ``torch.load(weights_only=True)``: tensors, numbers, strings."""
     path: Path
     key: str
-    every_s: float = 60.0
+    every_s: float = CHECKPOINT_EVERY_S
 
     def __post_init__(self):
-        if not self.every_s >= 0:
-            raise ValueError(f"checkpoint_every must be >= 0 seconds, got {self.every_s!r}")
+        nonnegative("checkpoint_every", self.every_s, "seconds")
 
     def save(self, state: dict) -> None:
         buf = io.BytesIO()
@@ -265,10 +274,8 @@ def _segment(start: int, end: int, device) -> dict:
 def _training_state(model, opt, batches, step, active, first_bad, best, curve_steps, curve_vals, segments) -> dict:
     """Everything that determines the rest of a training, on the host (generator states as bytes)."""
     cpu = [t.detach().cpu() for t in model.parameters()]
-    return {"step": step, "M": model.M, "params": cpu, "m": [t.cpu() for t in opt.m], "v": [t.cpu() for t in opt.v],
-            "t": opt.t, "generators": [g.get_state() for g in batches.gens],
-            "epoch_states": batches.epoch_states, "pos": batches.pos,
-            "active": active.cpu(), "first_bad": first_bad.cpu(), "best": best.cpu(), "curve_steps": list(curve_steps),
+    return {"step": step, "params": cpu, "m": [t.cpu() for t in opt.m], "v": [t.cpu() for t in opt.v],
+            "t": opt.t, "batches": batches.state(), "active": active.cpu(), "first_bad": first_bad.cpu(), "best": best.cpu(), "curve_steps": list(curve_steps),
             "curve_vals": torch.stack(curve_vals).cpu() if curve_vals else None, "segments": segments}
 
 
@@ -276,13 +283,13 @@ def _restore(state: dict, model, opt, batches) -> Optional[str]:
     """Put a saved state back (parameters, optimizer moments, generators, data order); returns why
     it does not fit this training, or None."""
     params = list(model.parameters())
-    if state["M"] != model.M or [tuple(p.shape) for p in state["params"]] != [tuple(p.shape) for p in params]:
+    if [tuple(p.shape) for p in state["params"]] != [tuple(p.shape) for p in params]:   # M is the leading dim
         return "its parameter shapes differ from this model's"
     with torch.no_grad():
         for dst, src in zip(params + opt.m + opt.v, state["params"] + state["m"] + state["v"]):
             dst.copy_(src)
     opt.t = state["t"]
-    batches.restore(state["epoch_states"], state["pos"], state["generators"])
+    batches.restore(state["batches"])
     return None
 
 
