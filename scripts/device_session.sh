@@ -3,11 +3,13 @@
 #   1. the ensemble benchmark at M = 64 (eager, torch.compile, bf16), then for each experiment of GROUPING
 #      per-configuration against shared-shape ensembles (bench_ensemble.py --grouping), appended to
 #      benchmarks/results.jsonl, within BENCH_LIMIT seconds;
-#   2. paper-profile sweeps, all at once (one process each, with its own number of ensembles in flight),
+#   2. with TIMING set, the wall time of the whole Sec. 6 profile extrapolated from two short from-scratch
+#      runs of it side by side (benchmarks/time_profile.py $TIMING, within TIMING_LIMIT seconds);
+#   3. paper-profile sweeps, all at once (one process each, with its own number of ensembles in flight),
 #      resumable, until TOTAL seconds after the start, into ROOT/EXPERIMENT/PROFILE (ROOT=data: what the
 #      book renders; another ROOT times a whole profile from scratch). SWEEPS holds one line per sweep:
 #      "EXPERIMENT WORKERS [--set key=value ...]" (default: the two Sec. 6 experiments);
-#   3. everything packed into $OUT/device-results.tgz (benchmark lines, records, sweep logs, logs, and the
+#   4. everything packed into $OUT/device-results.tgz (benchmark lines, records, sweep logs, logs, and the
 #      hidden .*.ckpt training states of ensembles the budget cut: unpack them into ROOT on the next call,
 #      e.g. an ignored runs/ folder carried with `carry`, and the sweep continues from them).
 # Tables and data/MANIFEST.json are written back here, from the unpacked records (results.aggregate, reproduce.write_manifest).
@@ -17,11 +19,15 @@
 # (scripts/device_wheels.sh) and carry .whl. Settings by environment variables:
 #   DEVICE=cuda PROFILE=paper TOTAL=550 BENCH_LIMIT=130 (0: no benchmark) SWEEPS=$'intrinsic-dimension 3\ntriangle-center 4'
 #   BENCH='--members 64 --steps 40 --repeats 3' (empty: skip it) GROUPING='intrinsic-dimension triangle-center' ROOT=data
+#   TIMING='--steps 500 1500' (empty, the default: skip it) TIMING_LIMIT=240
 #   CKPT_EVERY=30 (seconds between saves of each ensemble's training state: what a cut sweep loses at most)
 # Example, the whole Sec. 6 paper profile timed from scratch in /tmp/sec6 (its D = 5, 6 records are the
 # ones data/ lacks), then the longer schedule at T = 64:
 #   BENCH= BENCH_LIMIT=90 TOTAL=540 ROOT=/tmp/sec6 bash scripts/device_session.sh
 #   BENCH_LIMIT=0 TOTAL=400 SWEEPS='intrinsic-dimension-long 1' bash scripts/device_session.sh
+# or, in one call of a 15-minute session: the profile's time from short runs, then the D = 5, 6 records
+# data/ lacks (all that intrinsic-dimension's paper sweep still has to train):
+#   BENCH_LIMIT=0 TIMING='--steps 500 1500' TOTAL=540 SWEEPS='intrinsic-dimension 2' bash scripts/device_session.sh
 set -u
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-paper}
@@ -32,6 +38,8 @@ BENCH=${BENCH---members 64 --steps 40 --repeats 3}
 GROUPING=${GROUPING-intrinsic-dimension triangle-center}
 ROOT=${ROOT:-data}
 CKPT_EVERY=${CKPT_EVERY:-30}
+TIMING=${TIMING:-}
+TIMING_LIMIT=${TIMING_LIMIT:-240}
 OUT=${OUT:-/tmp/infoflow-out}
 PY=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
@@ -70,6 +78,13 @@ if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then
     fi
 fi
 echo "MPS: $MPS"
+
+if [ -n "$TIMING" ]; then
+    # shellcheck disable=SC2086
+    timeout "$TIMING_LIMIT" $PY benchmarks/time_profile.py $TIMING --profile "$PROFILE" --device "$DEVICE" --out "$BENCH_OUT" \
+        || echo "timing: exit $? (TIMING_LIMIT $TIMING_LIMIT s)"
+    echo "timing done after $(( $(date +%s) - start )) s"
+fi
 
 budget=$(( TOTAL - ($(date +%s) - start) ))
 echo "sweep budget: $budget s"

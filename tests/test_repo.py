@@ -81,3 +81,27 @@ def test_benchmark_script_appends_one_json_line(tmp_path):
     r = lines[-1]
     assert r["config"]["members"] == 2 and r["device"] == "cpu" and r["git_commit"] is not None
     assert r["ratio"] == pytest.approx(r["ensemble_samples_per_s"] / r["loop_samples_per_s"], rel=0.02)
+
+
+def test_profile_timing_script_fits_and_extrapolates(tmp_path):
+    """time_profile.py runs a tiny sweep from scratch at two step counts, fits t = a + b·N through
+    both (exact for two points) and extrapolates to the profile's steps; a bad --run is refused."""
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / "results.jsonl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "time_profile.py"), "--profile", "quick", "--steps", "4", "8",
+           "--device", "cpu", "--run", "triangle-center:1", "--set", "Ts=[4]", "--set", "seeds=[0]",
+           "--set", "train.eval_every=4", "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300, cwd=ROOT)
+    (r,) = [json.loads(line) for line in out.read_text().splitlines()]
+    e = r["experiments"]["triangle-center"]
+    assert e["runs"] == 3 and e["ensembles"] == 3 and e["steps"] == 500 and r["device"] == "cpu"
+    for n in (4, 8):
+        assert e["fixed_s"] + e["per_step_s"] * n == pytest.approx(e["wall_s"][str(n)], abs=0.02)
+    assert e["extrapolated_s"] == pytest.approx(e["fixed_s"] + e["per_step_s"] * 500, abs=0.1)
+    assert r["together"]["wall_s"] == e["wall_s"]        # one experiment: the last to end is it
+    bad = subprocess.run(cmd[:-2] + ["--run", "triangle-center:0", "--out", str(out)], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "WORKERS must be a positive integer" in bad.stderr
+    assert len(out.read_text().splitlines()) == 1

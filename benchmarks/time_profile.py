@@ -1,0 +1,139 @@
+"""How long a whole profile takes, measured from short runs of it (issue: Sec. 6 chapters, "the paper
+profile must finish in under 10 minutes on one H100").
+
+A sweep's wall time grows linearly with the training steps of its runs, t(N) = a + b·N: a is what
+does not grow (starting processes and CUDA, building the models, drawing fixed training and
+validation sets, writing records), b is one step of every run, as the sweep schedules them. This
+script runs the named experiments from scratch, side by side as a one-piece run of them would
+(`infoflow run EXPERIMENT --workers W`, one process each), once for each step count N given
+(``--set train.steps=N``, fresh folders, removed afterwards), fits a and b by least squares, per
+experiment and for all of them together (the time until the last one ends), and extrapolates to the
+profile's own steps. The extrapolation assumes what the short runs share with the long ones: the
+same runs, ensembles, workers and evaluation frequency; only the cosine schedule is shorter, which
+does not change the cost of a step. One JSON line is appended to benchmarks/results.jsonl.
+
+    python benchmarks/time_profile.py --device cuda                     # the Sec. 6 paper profile
+    python benchmarks/time_profile.py --profile quick --steps 50 100 --device cpu \\
+        --run triangle-center:1 --set 'Ts=[4]'
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from infoflow.experiments import ConfigError, make_experiment, parse_sets
+from infoflow.store import provenance
+
+DEFAULT_RUNS = ["intrinsic-dimension:3", "triangle-center:4"]   # as scripts/device_session.sh's SWEEPS
+
+
+def parse_run(text: str) -> tuple[str, int]:
+    """'EXPERIMENT:WORKERS' (workers default 1)."""
+    name, _, workers = text.partition(":")
+    try:
+        n = int(workers or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--run must be EXPERIMENT[:WORKERS] with WORKERS a positive integer, got {text!r}")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--run: WORKERS must be a positive integer, got {text!r}")
+    return name, n
+
+
+def fit_line(xs, ys) -> tuple[float, float]:
+    """Least-squares a, b of y = a + b·x."""
+    b, a = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
+    return float(a), float(b)
+
+
+def sweep_side_by_side(runs, profile: str, steps: int, device: str, sets: list[str], share: list[str],
+                       root: Path) -> dict:
+    """Start every experiment's sweep at once with train.steps = ``steps``; seconds until each ends,
+    and what its sweep reported (ensembles, runs trained)."""
+    procs, start = {}, time.perf_counter()
+    for name, workers in runs:
+        cmd = [sys.executable, "-m", "infoflow.cli", "run", name, "--profile", profile, "--out", str(root / name),
+               "--device", device, "--workers", str(workers), "--quiet", "--set", f"train.steps={steps}", *share]
+        for s in sets:
+            cmd += ["--set", s]
+        log = open(root / f"{name}.log", "w")
+        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
+    ended = {}
+    while len(ended) < len(procs):
+        for name, (proc, log) in procs.items():
+            if name not in ended and proc.poll() is not None:
+                ended[name] = time.perf_counter() - start
+                log.close()
+                if proc.returncode != 0:
+                    tail = (root / f"{name}.log").read_text()[-2000:]
+                    sys.exit(f"{name} (steps={steps}) exited {proc.returncode}:\n{tail}")
+        time.sleep(0.2)
+    out = {}
+    for name, _ in runs:
+        sweep = json.loads((root / name / "sweeps.jsonl").read_text().splitlines()[-1])
+        out[name] = {"wall_s": ended[name], "ensembles": sweep["ensembles"], "trained": sweep["trained"],
+                     "share_shapes": sweep.get("share_shapes")}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=parse_run, action="append", metavar="EXPERIMENT[:WORKERS]",
+                    help=f"an experiment and its workers, run side by side with the others (default: {' '.join(DEFAULT_RUNS)})")
+    ap.add_argument("--profile", default="paper")
+    ap.add_argument("--steps", type=int, nargs="+", default=[500, 1500], help="the short runs' train.steps (two or more)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to every sweep (as `infoflow run --set`)")
+    ap.add_argument("--share-shapes", action=argparse.BooleanOptionalAction, default=None,
+                    help="passed to every sweep (default: the runner's, on a GPU)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
+    args = ap.parse_args()
+    runs = args.run or [parse_run(r) for r in DEFAULT_RUNS]
+    if len(set(args.steps)) < 2 or min(args.steps) < 1:
+        ap.error(f"--steps needs two or more different positive step counts, got {args.steps}")
+    full_steps = {}
+    for name, _ in runs:
+        try:
+            exp = make_experiment(name, args.profile, parse_sets(args.sets))
+        except ConfigError as err:
+            ap.error(str(err))
+        full_steps[name] = exp.train.steps + exp.train.tail_steps
+    share = [] if args.share_shapes is None else ["--share-shapes" if args.share_shapes else "--no-share-shapes"]
+    measured = {}
+    for steps in args.steps:
+        with tempfile.TemporaryDirectory(prefix=f"time-profile-{steps}-") as tmp:
+            measured[steps] = sweep_side_by_side(runs, args.profile, steps, args.device, args.sets, share, Path(tmp))
+        print(f"steps={steps}: " + ", ".join(f"{n} {m['wall_s']:.1f} s" for n, m in measured[steps].items()), flush=True)
+    experiments = {}
+    for name, workers in runs:
+        a, b = fit_line(args.steps, [measured[s][name]["wall_s"] for s in args.steps])
+        first = measured[args.steps[0]][name]
+        experiments[name] = {"workers": workers, "ensembles": first["ensembles"], "runs": first["trained"],
+                             "share_shapes": first["share_shapes"],
+                             "wall_s": {str(s): round(measured[s][name]["wall_s"], 2) for s in args.steps},
+                             "fixed_s": round(a, 2), "per_step_s": round(b, 5), "steps": full_steps[name],
+                             "extrapolated_s": round(a + b * full_steps[name], 1)}
+    together = [max(m["wall_s"] for m in measured[s].values()) for s in args.steps]
+    a, b = fit_line(args.steps, together)
+    result = {"benchmark": "profile-time", "profile": args.profile, "short_steps": args.steps, "sets": args.sets,
+              "experiments": experiments,
+              "together": {"wall_s": {str(s): round(t, 2) for s, t in zip(args.steps, together)},
+                           "fixed_s": round(a, 2), "per_step_s": round(b, 5),
+                           "extrapolated_s": round(a + b * max(full_steps.values()), 1)
+                           if len(set(full_steps.values())) == 1 else None},
+              **provenance(args.device)}
+    line = json.dumps(result)
+    print(line)
+    with open(args.out, "a") as fh:
+        fh.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
