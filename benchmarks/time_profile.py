@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -123,6 +124,7 @@ def main():
     together = [max(m["wall_s"] for m in measured[s].values()) for s in args.steps]
     a, b = fit_line(args.steps, together)
     result = {"benchmark": "profile-time", "profile": args.profile, "short_steps": args.steps, "sets": args.sets,
+              "mps": bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")),   # as scripts/device_session.sh sets it
               "experiments": experiments,
               "together": {"wall_s": {str(s): round(t, 2) for s, t in zip(args.steps, together)},
                            "fixed_s": round(a, 2), "per_step_s": round(b, 5),
