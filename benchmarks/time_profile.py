@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from infoflow.experiments import ConfigError, make_experiment, parse_sets
+from infoflow.runner import _die_with_parent
 from infoflow.store import provenance
 
 DEFAULT_RUNS = ["intrinsic-dimension:3", "triangle-center:4"]   # as scripts/device_session.sh's SWEEPS
@@ -58,23 +60,29 @@ def sweep_side_by_side(runs, profile: str, steps: int, device: str, sets: list[s
     """Start every experiment's sweep at once with train.steps = ``steps``; seconds until each ends,
     and what its sweep reported (ensembles, runs trained)."""
     procs, start = {}, time.perf_counter()
-    for name, workers in runs:
-        cmd = [sys.executable, "-m", "infoflow.cli", "run", name, "--profile", profile, "--out", str(root / name),
-               "--device", device, "--workers", str(workers), "--quiet", "--set", f"train.steps={steps}", *share]
-        for s in sets:
-            cmd += ["--set", s]
-        log = open(root / f"{name}.log", "w")
-        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
     ended = {}
-    while len(ended) < len(procs):
-        for name, (proc, log) in procs.items():
-            if name not in ended and proc.poll() is not None:
-                ended[name] = time.perf_counter() - start
-                log.close()
-                if proc.returncode != 0:
-                    tail = (root / f"{name}.log").read_text()[-2000:]
-                    sys.exit(f"{name} (steps={steps}) exited {proc.returncode}:\n{tail}")
-        time.sleep(0.2)
+    try:
+        for name, workers in runs:
+            cmd = [sys.executable, "-m", "infoflow.cli", "run", name, "--profile", profile, "--out", str(root / name),
+                   "--device", device, "--workers", str(workers), "--quiet", "--set", f"train.steps={steps}", *share]
+            for s in sets:
+                cmd += ["--set", s]
+            with open(root / f"{name}.log", "w") as log:    # the child keeps its own copy of the file
+                # a sweep dies with this script (even by SIGKILL), and its workers with it
+                procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        while len(ended) < len(procs):
+            for name, proc in procs.items():
+                if name not in ended and proc.poll() is not None:
+                    ended[name] = time.perf_counter() - start
+                    if proc.returncode != 0:
+                        tail = (root / f"{name}.log").read_text()[-2000:]
+                        sys.exit(f"{name} (steps={steps}) exited {proc.returncode}:\n{tail}")
+            time.sleep(0.2)
+    finally:   # a failed sweep, or this script stopped (Ctrl-C, SIGTERM): stop the others
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     out = {}
     for name, _ in runs:
         sweep = json.loads((root / name / "sweeps.jsonl").read_text().splitlines()[-1])
@@ -84,6 +92,7 @@ def sweep_side_by_side(runs, profile: str, steps: int, device: str, sets: list[s
 
 
 def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # `timeout` stops it: run the cleanup
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=parse_run, action="append", metavar="EXPERIMENT[:WORKERS]",
                     help=f"an experiment and its workers, run side by side with the others (default: {' '.join(DEFAULT_RUNS)})")

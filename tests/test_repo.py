@@ -105,3 +105,33 @@ def test_profile_timing_script_fits_and_extrapolates(tmp_path):
                          timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "WORKERS must be a positive integer" in bad.stderr
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_profile_timing_script_stops_its_sweeps_when_stopped():
+    """Stopped by SIGTERM (as `timeout` does) mid-sweep, time_profile.py leaves no sweep running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def sweeps():   # processes whose command line names this test's temporary folders
+        out = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if b"time-profile-7771-" in cmdline.read_bytes():
+                    out.append(cmdline.parent.name)
+            except OSError:
+                pass
+        return out
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "time_profile.py"), "--profile", "quick",
+                             "--steps", "7771", "7772", "--device", "cpu", "--run", "triangle-center:1",
+                             "--out", "/dev/null"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not sweeps() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sweeps(), "the sweep never started"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    time.sleep(0.5)
+    assert sweeps() == []
