@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from infoflow.experiments import ConfigError, make_experiment, parse_sets
-from infoflow.runner import _die_with_parent
+from infoflow.runner import die_with_parent
 from infoflow.store import provenance
 
 DEFAULT_RUNS = ["intrinsic-dimension:3", "triangle-center:4"]   # as scripts/device_session.sh's SWEEPS
@@ -69,7 +69,7 @@ def sweep_side_by_side(runs, profile: str, steps: int, device: str, sets: list[s
                 cmd += ["--set", s]
             with open(root / f"{name}.log", "w") as log:    # the child keeps its own copy of the file
                 # a sweep dies with this script (even by SIGKILL), and its workers with it
-                procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         while len(ended) < len(procs):
             for name, proc in procs.items():
                 if name not in ended and proc.poll() is not None:
@@ -108,6 +108,8 @@ def main():
     runs = args.run or [parse_run(r) for r in DEFAULT_RUNS]
     if len(set(args.steps)) < 2 or min(args.steps) < 1:
         ap.error(f"--steps needs two or more different positive step counts, got {args.steps}")
+    if any(s.split("=", 1)[0].strip() == "train.steps" for s in args.sets):
+        ap.error("--set train.steps is what --steps sets; the profile's own steps are the ones extrapolated to")
     full_steps = {}
     for name, _ in runs:
         try:

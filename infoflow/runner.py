@@ -29,7 +29,8 @@ from .store import ResultsStore, config_hash, provenance
 from .targets import make_target
 from .train import CHECKPOINT_EVERY_S, Checkpoint, TrainConfig, train_ensemble
 
-__all__ = ["run_experiment", "default_device", "build_model", "group_runs", "group_key", "train_group_job", "DEFAULT_ROOT"]
+__all__ = ["run_experiment", "default_device", "build_model", "group_runs", "group_key", "train_group_job",
+           "die_with_parent", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = Path("runs")
 MAX_MEMBERS = 16   # DEFAULT: the largest ensemble (our choice, not yet timed against others on a GPU)
@@ -163,9 +164,10 @@ def group_cost(group: list[dict]) -> float:
     return steps * (run["T"] + 1) * run["model"]["E"] * len(run["model"]["heads"]) * len(group)
 
 
-def _die_with_parent() -> None:
-    """Worker initializer: on Linux, ask the kernel to kill this worker when the driver dies (even by
-    SIGKILL), so a stopped sweep leaves no orphan training; a rerun trains its unfinished groups."""
+def die_with_parent() -> None:
+    """Worker initializer (or a child's ``preexec_fn``): on Linux, ask the kernel to kill this process
+    when its parent dies (even by SIGKILL), so a stopped sweep leaves no orphan training; a rerun
+    trains its unfinished groups."""
     try:
         import ctypes
         import signal
@@ -182,7 +184,7 @@ def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: R
     threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 1
     ctx = multiprocessing.get_context("spawn")
     order = sorted(groups, key=group_cost, reverse=True)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent) as pool:
         futures = {pool.submit(train_group_job, exp.name, profile, overrides, g, str(store.root), device, threads,
                                checkpoint_every_s): g for g in order}
         for fut in tqdm(as_completed(futures), total=len(futures), disable=not progress, desc=exp.name):

@@ -104,6 +104,8 @@ def test_profile_timing_script_fits_and_extrapolates(tmp_path):
     bad = subprocess.run(cmd[:-2] + ["--run", "triangle-center:0", "--out", str(out)], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "WORKERS must be a positive integer" in bad.stderr
+    bad = subprocess.run(cmd + ["--set", "train.steps=9"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "--set train.steps is what --steps sets" in bad.stderr
     assert len(out.read_text().splitlines()) == 1
 
 
