@@ -10,11 +10,13 @@ script runs the named experiments from scratch, side by side as a one-piece run 
 experiment and for all of them together (the time until the last one ends), and extrapolates to the
 profile's own steps. The extrapolation assumes what the short runs share with the long ones: the
 same runs, ensembles, workers and evaluation frequency; only the cosine schedule is shorter, which
-does not change the cost of a step. One JSON line is appended to benchmarks/results.jsonl.
+does not change the cost of a step. ``--verify`` then runs the whole profile the same way and
+records the measured times beside the extrapolated ones. One JSON line is appended to
+benchmarks/results.jsonl.
 
     python benchmarks/time_profile.py --device cuda                     # the Sec. 6 paper profile
-    python benchmarks/time_profile.py --profile quick --steps 50 100 --device cpu \\
-        --run triangle-center:1 --set 'Ts=[4]'
+    python benchmarks/time_profile.py --profile quick --steps 50 100 --device cpu --verify \\
+        --run triangle-center:1 --run intrinsic-dimension:1 --set 'seeds=[0]'
 """
 from __future__ import annotations
 
@@ -57,14 +59,16 @@ def fit_line(xs, ys) -> tuple[float, float]:
 
 def sweep_side_by_side(runs, profile: str, steps: int, device: str, sets: list[str], share: list[str],
                        root: Path) -> dict:
-    """Start every experiment's sweep at once with train.steps = ``steps``; seconds until each ends,
-    and what its sweep reported (ensembles, runs trained)."""
+    """Start every experiment's sweep at once with train.steps = ``steps`` (None: the profile's own);
+    seconds until each ends, and what its sweep reported (ensembles, runs trained)."""
     procs, start = {}, time.perf_counter()
     ended = {}
     try:
         for name, workers in runs:
             cmd = [sys.executable, "-m", "infoflow.cli", "run", name, "--profile", profile, "--out", str(root / name),
-                   "--device", device, "--workers", str(workers), "--quiet", "--set", f"train.steps={steps}", *share]
+                   "--device", device, "--workers", str(workers), "--quiet", *share]
+            if steps is not None:
+                cmd += ["--set", f"train.steps={steps}"]
             for s in sets:
                 cmd += ["--set", s]
             with open(root / f"{name}.log", "w") as log:    # the child keeps its own copy of the file
@@ -103,6 +107,8 @@ def main():
                     help="passed to every sweep (as `infoflow run --set`)")
     ap.add_argument("--share-shapes", action=argparse.BooleanOptionalAction, default=None,
                     help="passed to every sweep (default: the runner's, on a GPU)")
+    ap.add_argument("--verify", action="store_true",
+                    help="then run the whole profile the same way and record its measured wall times beside the extrapolation")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
     args = ap.parse_args()
     runs = args.run or [parse_run(r) for r in DEFAULT_RUNS]
@@ -142,6 +148,12 @@ def main():
                            "extrapolated_s": round(a + b * max(full_steps.values()), 1)
                            if len(set(full_steps.values())) == 1 else None},
               **provenance(args.device)}
+    if args.verify:
+        with tempfile.TemporaryDirectory(prefix="time-profile-full-") as tmp:
+            full = sweep_side_by_side(runs, args.profile, None, args.device, args.sets, share, Path(tmp))
+        for name, m in full.items():
+            experiments[name]["measured_s"] = round(m["wall_s"], 1)
+        result["together"]["measured_s"] = round(max(m["wall_s"] for m in full.values()), 1)
     line = json.dumps(result)
     print(line)
     with open(args.out, "a") as fh:

@@ -85,15 +85,16 @@ def test_benchmark_script_appends_one_json_line(tmp_path):
 
 def test_profile_timing_script_fits_and_extrapolates(tmp_path):
     """time_profile.py runs a tiny sweep from scratch at two step counts, fits t = a + b·N through
-    both (exact for two points) and extrapolates to the profile's steps; a bad --run is refused."""
+    both (exact for two points), extrapolates to the profile's steps and (--verify) measures them;
+    a bad --run, or --set train.steps, is refused."""
     import json
     import subprocess
     import sys
     out = tmp_path / "results.jsonl"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "time_profile.py"), "--profile", "quick", "--steps", "4", "8",
            "--device", "cpu", "--run", "triangle-center:1", "--set", "Ts=[4]", "--set", "seeds=[0]",
-           "--set", "train.eval_every=4", "--out", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300, cwd=ROOT)
+           "--set", "train.eval_every=100", "--set", "train.batch=16", "--set", "train.n_val=64", "--out", str(out)]
+    subprocess.run(cmd + ["--verify"], check=True, capture_output=True, timeout=300, cwd=ROOT)
     (r,) = [json.loads(line) for line in out.read_text().splitlines()]
     e = r["experiments"]["triangle-center"]
     assert e["runs"] == 3 and e["ensembles"] == 3 and e["steps"] == 500 and r["device"] == "cpu"
@@ -101,6 +102,7 @@ def test_profile_timing_script_fits_and_extrapolates(tmp_path):
         assert e["fixed_s"] + e["per_step_s"] * n == pytest.approx(e["wall_s"][str(n)], abs=0.02)
     assert e["extrapolated_s"] == pytest.approx(e["fixed_s"] + e["per_step_s"] * 500, abs=0.1)
     assert r["together"]["wall_s"] == e["wall_s"]        # one experiment: the last to end is it
+    assert e["measured_s"] == r["together"]["measured_s"] > e["wall_s"]["8"]   # --verify: the 500-step sweep ran
     bad = subprocess.run(cmd[:-2] + ["--run", "triangle-center:0", "--out", str(out)], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "WORKERS must be a positive integer" in bad.stderr
