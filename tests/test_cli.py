@@ -41,3 +41,13 @@ def test_bad_input_one_line_exit_2(args, field):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_run_help_states_the_engines_defaults():
+    """`run --help` writes the defaults in words (the CLI imports no torch at start-up); they must be
+    the engine's: runner.MAX_MEMBERS and train.CHECKPOINT_EVERY_S."""
+    from infoflow.cli import CHECKPOINT_EVERY, MAX_MEMBERS
+    from infoflow.runner import MAX_MEMBERS as max_members
+    from infoflow.train import CHECKPOINT_EVERY_S
+    assert f"(default {max_members})" in MAX_MEMBERS.help
+    assert f"(default {CHECKPOINT_EVERY_S:g};" in CHECKPOINT_EVERY.help
