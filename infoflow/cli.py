@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -188,6 +189,25 @@ def reproduce(
         typer.echo(f"{name:20s} {s['runs']} runs ({s['trained']} trained now in {s['wall_time_s']:.0f} s, "
                    f"{s['skipped']} recorded)")
     typer.echo(f"manifest: {out['manifest']}")
+
+
+@app.command()
+def ingest(
+    archive: str = typer.Argument(..., help="a .tgz of results made elsewhere (scripts/device_session.sh packs one)"),
+    root: str = typer.Option("data", "--dir", help="results root the records go to"),
+    bench: str = typer.Option("benchmarks/results.jsonl", help="benchmark lines file the archive's new lines go to"),
+    checkpoints: str = typer.Option("runs/device", help="where checkpoints of ensembles cut short go (to resume)"),
+):
+    """Bring in an archive's new records, sweep and benchmark lines and checkpoints; rewrite tables and manifest."""
+    from .reproduce import ingest as _ingest
+    try:
+        s = _ingest(Path(archive), Path(root), Path(bench), Path(checkpoints), log=lambda m: typer.echo(m, err=True))
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    added = ", ".join(f"{k} {n}" for k, n in s["records"].items()) or "none"
+    typer.echo(f"new records: {added}; {s['kept']} already here (kept); {len(s['problems'])} invalid (not ingested); "
+               f"{s['sweep_lines']} sweep and {s['benchmark_lines']} benchmark lines; "
+               f"{len(s['checkpoints'])} checkpoint(s) -> {checkpoints}")
 
 
 @app.command()

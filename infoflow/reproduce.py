@@ -1,12 +1,15 @@
 """One command for the whole book: run every experiment (finished records are skipped), write the
 aggregated tables next to their records, regenerate the figures by re-executing the chapters, and
 write ``data/MANIFEST.json`` (every data file's sha256, the records each table came from, provenance).
+:func:`ingest` brings in the records a run elsewhere (a GPU machine) packed into an archive.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import subprocess
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -14,9 +17,9 @@ from . import __version__
 from .experiments import EXPERIMENTS, make_experiment
 from .results import DATA_DIR, aggregate, format_rows, load_records
 from .runner import run_experiment
-from .store import provenance
+from .store import ResultsStore, atomic_write, provenance
 
-__all__ = ["reproduce", "write_manifest"]
+__all__ = ["reproduce", "write_manifest", "ingest"]
 
 
 def _sha256(path: Path) -> str:
@@ -43,6 +46,77 @@ def write_manifest(root: Path = DATA_DIR) -> Path:
     return path
 
 
+def write_table(folder: Path, records: list[dict]) -> None:
+    """``folder/table.csv``: the records aggregated over seeds."""
+    (Path(folder) / "table.csv").write_text(format_rows(aggregate(records), "csv"))
+
+
+def _new_lines(source: Path, dest: Path) -> int:
+    """Append to ``dest`` the lines of ``source`` it lacks; how many."""
+    have = set(dest.read_text().splitlines()) if dest.exists() else set()
+    new = [line for line in source.read_text().splitlines() if line.strip() and line not in have]
+    if new:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "a") as fh:
+            fh.write("".join(line + "\n" for line in new))
+    return len(new)
+
+
+def ingest(archive: Path, root: Path = DATA_DIR, bench: Optional[Path] = None,
+           checkpoints: Optional[Path] = None, log: Callable = print) -> dict:
+    """Bring in an archive of results made elsewhere (``scripts/device_session.sh``'s tgz): from every
+    folder ``.../EXPERIMENT/PROFILE/`` in it, the valid records ``root`` lacks (a record already there
+    is kept; an invalid one is reported, not copied) and the sweep lines it lacks; the lines of a
+    ``benchmarks/results.jsonl`` that ``bench`` lacks; the training checkpoints of ensembles the run
+    cut short into ``checkpoints/EXPERIMENT/PROFILE/`` (carry them back and rerun there to resume).
+    Rewrites the tables of the folders that gained records, and the manifest."""
+    summary = {"records": {}, "kept": 0, "problems": [], "sweep_lines": 0, "benchmark_lines": 0, "checkpoints": []}
+    with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (OSError, tarfile.TarError) as err:
+            raise ValueError(f"archive {archive}: cannot be read as a tar archive ({err})") from None
+        files = [p for p in Path(tmp).rglob("*") if p.is_file()]
+        for folder in sorted({p.parent for p in files}):
+            experiment, profile = folder.parent.name, folder.name
+            if experiment not in EXPERIMENTS or profile not in EXPERIMENTS[experiment].profiles:
+                continue
+            dest, found = Path(root) / experiment / profile, ResultsStore(folder)
+            for record in found.records():
+                target = dest / f"{record['config_hash']}.json"
+                if target.exists():
+                    summary["kept"] += 1
+                    continue
+                dest.mkdir(parents=True, exist_ok=True)
+                atomic_write(target, found.path(record["config_hash"]).read_bytes())
+                key = f"{experiment}/{profile}"
+                summary["records"][key] = summary["records"].get(key, 0) + 1
+            summary["problems"] += [f"{Path(p.path).relative_to(tmp)}: {p.reason.split(';')[0]}" for p in found.problems]
+            if (folder / "sweeps.jsonl").exists():
+                summary["sweep_lines"] += _new_lines(folder / "sweeps.jsonl", dest / "sweeps.jsonl")
+            for ckpt in sorted(folder.glob(".*.ckpt")):
+                if checkpoints is None:
+                    log(f"warning: {ckpt.name} ({experiment}/{profile}): a cut ensemble's state, not kept (no checkpoints folder)")
+                    continue
+                keep = Path(checkpoints) / experiment / profile
+                keep.mkdir(parents=True, exist_ok=True)
+                atomic_write(keep / ckpt.name, ckpt.read_bytes())
+                summary["checkpoints"].append(str(keep / ckpt.name))
+        if bench is not None:
+            for lines in (p for p in files if p.name == "results.jsonl" and p.parent.name == "benchmarks"):
+                summary["benchmark_lines"] += _new_lines(lines, Path(bench))
+    for key in summary["records"]:
+        current = load_records(*key.split("/"), root)   # the records of the profile's present config
+        if current:
+            write_table(Path(root) / key, current)
+    if summary["records"] or summary["sweep_lines"]:
+        write_manifest(Path(root))
+    for problem in summary["problems"]:
+        log(f"warning: not ingested: {problem}")
+    return summary
+
+
 def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root: Path = DATA_DIR,
               device: Optional[str] = None, figures: bool = False, progress: bool = True,
               log: Callable = print, executor: str = "local", slurm: Optional[dict] = None,
@@ -63,7 +137,7 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
                            max_members=max_members, checkpoint_every_s=checkpoint_every_s)
         if len(s["records"]) < s["runs"]:
             log(f"{name}: {s['runs'] - len(s['records'])} run(s) without a record; rerun to finish them")
-        (out / "table.csv").write_text(format_rows(aggregate(s["records"]), "csv"))
+        write_table(out, s["records"])
         summaries[name] = {k: s[k] for k in ("runs", "trained", "skipped", "wall_time_s")}
     if figures:
         book = Path(__file__).resolve().parent.parent / "book"

@@ -12,7 +12,8 @@
 #   4. everything packed into $OUT/device-results.tgz (benchmark lines, records, sweep logs, logs, and the
 #      hidden .*.ckpt training states of ensembles the budget cut: unpack them into ROOT on the next call,
 #      e.g. an ignored runs/ folder carried with `carry`, and the sweep continues from them).
-# Tables and data/MANIFEST.json are written back here, from the unpacked records (results.aggregate, reproduce.write_manifest).
+# Back here: `infoflow ingest device-results.tgz` (new records, sweep and benchmark lines, tables, data/MANIFEST.json;
+# the checkpoints of cut ensembles go to runs/device/EXPERIMENT/PROFILE, to carry back and resume from).
 # Many small processes on one GPU only overlap their kernels under MPS: it is started when the image
 # has it and a CUDA call works through it, else the sweep runs without (time-sliced).
 # The device image has torch but not pydantic or array-api-compat: fetch their wheels here first

@@ -171,3 +171,50 @@ def test_second_half_ratio_compares_best_of_run_with_best_of_first_half():
     from infoflow.results import second_half_ratio
     assert second_half_ratio({"curve": [[1, 0.5], [2, 0.4], [3, None], [4, 0.1], [5, 0.2]]}) == pytest.approx(0.25)
     assert second_half_ratio({"curve": [[1, 0.3], [2, 0.1], [3, 0.2], [4, 0.15]]}) == 1.0
+
+
+def test_ingest_brings_in_what_an_archive_adds(tmp_path):
+    """An archive as scripts/device_session.sh packs it: new valid records copied (one already here is
+    kept, a corrupt one reported), new sweep and benchmark lines appended once, a cut ensemble's
+    checkpoint kept for resuming, the table and manifest rewritten; a second ingest adds nothing."""
+    import csv
+    import tarfile
+    from infoflow.reproduce import ingest
+    from infoflow.store import ResultsStore, config_hash, provenance
+    runs = make_experiment("triangle-center", "quick").runs()[:3]
+    src = tmp_path / "src"
+    made = ResultsStore(src / "data" / "triangle-center" / "quick")
+    for i, run in enumerate(runs):
+        made.write({"config": run, "config_hash": config_hash(run), "status": "done",
+                    "metrics": {"best_val_nmse": 0.1 * (i + 1), "final_train_nmse": 0.2, "steps": 500},
+                    "provenance": provenance("cpu", seed=run["seed"])})
+    (made.root / "0123456789abcdef.json").write_text("{truncated")
+    (made.root / "sweeps.jsonl").write_text('{"sweep": 1}\n')
+    (made.root / ".feedfacecafebeef.ckpt").write_bytes(b"state")
+    (src / "benchmarks").mkdir()
+    (src / "benchmarks" / "results.jsonl").write_text('{"old": 1}\n{"new": 2}\n')
+    archive = tmp_path / "device-results.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("data", "benchmarks"):
+            tar.add(src / name, arcname=name)
+    root, bench, ckpts = tmp_path / "data", tmp_path / "results.jsonl", tmp_path / "runs"
+    here = root / "triangle-center" / "quick"
+    here.mkdir(parents=True)
+    first = made.path(config_hash(runs[0]))
+    (here / first.name).write_bytes(first.read_bytes())
+    bench.write_text('{"old": 1}\n')
+    s = ingest(archive, root, bench, ckpts, log=lambda m: None)
+    assert s["records"] == {"triangle-center/quick": 2} and s["kept"] == 1
+    assert len(s["problems"]) == 1 and "0123456789abcdef.json" in s["problems"][0]
+    assert (s["sweep_lines"], s["benchmark_lines"]) == (1, 1) and bench.read_text() == '{"old": 1}\n{"new": 2}\n'
+    assert (ckpts / "triangle-center" / "quick" / ".feedfacecafebeef.ckpt").read_bytes() == b"state"
+    assert len(load_records("triangle-center", "quick", root)) == 3 and not (here / "0123456789abcdef.json").exists()
+    rows = list(csv.DictReader((here / "table.csv").open()))      # (2,2) seeds 0 and 1, (4,4) seed 0
+    assert [(r["label"], r["n_seeds"], float(r["mean"])) for r in rows] == [("(2,2),E=24", "2", pytest.approx(0.15)),
+                                                                           ("(4,4),E=24", "1", pytest.approx(0.3))]
+    assert "triangle-center/quick/table.csv" in json.loads((root / "MANIFEST.json").read_text())["tables"]
+    again = ingest(archive, root, bench, ckpts, log=lambda m: None)
+    assert again["records"] == {} and again["kept"] == 3 and (again["sweep_lines"], again["benchmark_lines"]) == (0, 0)
+    r = subprocess.run([sys.executable, "-m", "infoflow.cli", "ingest", str(tmp_path / "nope.tgz")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: archive") and "Traceback" not in r.stderr
