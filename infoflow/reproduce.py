@@ -74,7 +74,12 @@ def ingest(archive: Path, root: Path = DATA_DIR, bench: Optional[Path] = None,
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter="data")
+                members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]   # no links, devices
+                unsafe = [m.name for m in members if m.name.startswith("/") or ".." in Path(m.name).parts]
+                if unsafe:
+                    raise ValueError(f"archive {archive}: a path outside the archive, {unsafe[0]!r}")
+                # Python >= 3.11.4 checks the same again (the "data" filter)
+                tar.extractall(tmp, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         except (OSError, tarfile.TarError) as err:
             raise ValueError(f"archive {archive}: cannot be read as a tar archive ({err})") from None
         files = [p for p in Path(tmp).rglob("*") if p.is_file()]

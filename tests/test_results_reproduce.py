@@ -215,6 +215,15 @@ def test_ingest_brings_in_what_an_archive_adds(tmp_path):
     assert "triangle-center/quick/table.csv" in json.loads((root / "MANIFEST.json").read_text())["tables"]
     again = ingest(archive, root, bench, ckpts, log=lambda m: None)
     assert again["records"] == {} and again["kept"] == 3 and (again["sweep_lines"], again["benchmark_lines"]) == (0, 0)
+    import io
+    evil = tmp_path / "evil.tgz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo("../escape.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(ValueError, match="a path outside the archive"):
+        ingest(evil, root, bench, ckpts)
+    assert not (tmp_path.parent / "escape.json").exists()
     r = subprocess.run([sys.executable, "-m", "infoflow.cli", "ingest", str(tmp_path / "nope.tgz")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: archive") and "Traceback" not in r.stderr
