@@ -7,7 +7,7 @@ import io
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -111,6 +111,13 @@ def mean_curves(records: list[dict], key: Callable[[dict], object]) -> dict:
     return {k: ([s for s, _ in runs[0]], np.exp(np.mean(np.log(np.array([[v for _, v in c] for c in runs],
                                                                         dtype=float)), axis=0)))
             for k, runs in groups.items()}
+
+
+def curves_to_rows(curves: dict, names: Sequence[str], value: str = "val_nmse_geomean", **fixed) -> list[dict]:
+    """A figure's CSV rows from curves {key: (steps, values)} (as :func:`mean_curves` returns): one row
+    per point, with the key's parts named by ``names``, the ``fixed`` columns, ``step`` and ``value``."""
+    return [{**fixed, **dict(zip(names, key if isinstance(key, tuple) else (key,))), "step": s, value: float(v)}
+            for key, (steps, vals) in curves.items() for s, v in zip(steps, vals)]
 
 
 def seed_pairs(records: Iterable[dict], key: Callable[[dict], object], metric: str = "best_val_nmse") -> dict:

@@ -227,3 +227,13 @@ def test_ingest_brings_in_what_an_archive_adds(tmp_path):
     r = subprocess.run([sys.executable, "-m", "infoflow.cli", "ingest", str(tmp_path / "nope.tgz")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: archive") and "Traceback" not in r.stderr
+
+
+def test_curves_to_rows_names_each_point():
+    from infoflow.results import curves_to_rows
+    rows = curves_to_rows({(2, "(D,D)"): ([500, 1000], np.array([0.5, 0.25])), (3, "(D-1,D)"): ([500], [0.4])},
+                          ("D", "config"), source="ours")
+    assert rows == [{"source": "ours", "D": 2, "config": "(D,D)", "step": 500, "val_nmse_geomean": 0.5},
+                    {"source": "ours", "D": 2, "config": "(D,D)", "step": 1000, "val_nmse_geomean": 0.25},
+                    {"source": "ours", "D": 3, "config": "(D-1,D)", "step": 500, "val_nmse_geomean": 0.4}]
+    assert curves_to_rows({"a": ([1], [2])}, ("g",), value="v") == [{"g": "a", "step": 1, "v": 2.0}]
