@@ -202,7 +202,7 @@ def ingest(
     from .reproduce import ingest as _ingest
     try:
         s = _ingest(Path(archive), Path(root), Path(bench), Path(checkpoints), log=lambda m: typer.echo(m, err=True))
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:   # a bad archive, or a folder we cannot write
         fail(str(err))
     added = ", ".join(f"{k} {n}" for k, n in s["records"].items()) or "none"
     typer.echo(f"new records: {added}; {s['kept']} already here (kept); {len(s['problems'])} invalid (not ingested); "

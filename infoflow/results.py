@@ -113,8 +113,20 @@ def mean_curves(records: list[dict], key: Callable[[dict], object]) -> dict:
             for k, runs in groups.items()}
 
 
+def run_curves(records: Iterable[dict], key: Callable[[dict], object]) -> dict:
+    """Each run's validation curve, keyed by ``key(record)`` plus its seed, in the records' order:
+    {(*key, seed): (steps, values)}."""
+    out = {}
+    for r in records:
+        k = key(r)
+        steps, vals = zip(*r["curve"])
+        out[(*(k if isinstance(k, tuple) else (k,)), r["config"]["seed"])] = (steps, vals)
+    return out
+
+
 def curves_to_rows(curves: dict, names: Sequence[str], value: str = "val_nmse_geomean", **fixed) -> list[dict]:
-    """A figure's CSV rows from curves {key: (steps, values)} (as :func:`mean_curves` returns): one row
+    """A figure's CSV rows from curves {key: (steps, values)} (as :func:`mean_curves` or
+    :func:`run_curves` return): one row
     per point, with the key's parts named by ``names``, the ``fixed`` columns, ``step`` and ``value``."""
     return [{**fixed, **dict(zip(names, key if isinstance(key, tuple) else (key,))), "step": s, value: float(v)}
             for key, (steps, vals) in curves.items() for s, v in zip(steps, vals)]

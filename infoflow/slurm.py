@@ -22,8 +22,9 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from .runner import CHECKPOINT_EVERY_S, group_key, train_group_job
+from .runner import group_key, train_group_job
 from .store import ResultsStore, config_hash
+from .train import CHECKPOINT_EVERY_S
 
 __all__ = ["run_on_slurm", "SLURM_DEFAULTS", "load_slurm_options"]
 

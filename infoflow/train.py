@@ -275,7 +275,8 @@ def _training_state(model, opt, batches, step, active, first_bad, best, curve_st
     """Everything that determines the rest of a training, on the host (generator states as bytes)."""
     cpu = [t.detach().cpu() for t in model.parameters()]
     return {"step": step, "params": cpu, "m": [t.cpu() for t in opt.m], "v": [t.cpu() for t in opt.v],
-            "t": opt.t, "batches": batches.state(), "active": active.cpu(), "first_bad": first_bad.cpu(), "best": best.cpu(), "curve_steps": list(curve_steps),
+            "t": opt.t, "batches": batches.state(), "active": active.cpu(), "first_bad": first_bad.cpu(),
+            "best": best.cpu(), "curve_steps": list(curve_steps),
             "curve_vals": torch.stack(curve_vals).cpu() if curve_vals else None, "segments": segments}
 
 

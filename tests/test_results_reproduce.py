@@ -237,3 +237,13 @@ def test_curves_to_rows_names_each_point():
                     {"source": "ours", "D": 2, "config": "(D,D)", "step": 1000, "val_nmse_geomean": 0.25},
                     {"source": "ours", "D": 3, "config": "(D-1,D)", "step": 500, "val_nmse_geomean": 0.4}]
     assert curves_to_rows({"a": ([1], [2])}, ("g",), value="v") == [{"g": "a", "step": 1, "v": 2.0}]
+
+
+def test_run_curves_keys_each_run_by_group_and_seed():
+    from infoflow.results import run_curves
+    recs = [{"g": (2, "(D,D)"), "config": {"seed": 1}, "curve": [[10, 0.5], [20, 0.1]]},
+            {"g": (2, "(D,D)"), "config": {"seed": 0}, "curve": [[10, 0.4], [20, 0.2]]},
+            {"g": "x", "config": {"seed": 0}, "curve": [[5, 1.0]]}]
+    out = run_curves(recs, lambda r: r["g"])
+    assert list(out) == [(2, "(D,D)", 1), (2, "(D,D)", 0), ("x", 0)]            # the records' order
+    assert out[(2, "(D,D)", 0)] == ((10, 20), (0.4, 0.2)) and out[("x", 0)] == ((5,), (1.0,))
