@@ -124,11 +124,12 @@ def train_group(exp, group: list[dict], store: ResultsStore, device: str, progre
     wall = time.perf_counter() - start
     after = exp.measure(model, targets[0], group[0]["T"], "trained")
     prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3))
+    counts = model.parameter_counts()   # per member; the same for every member
     for run, res in zip(group, results):
         record = {"config": run, "config_hash": config_hash(run), "status": res["status"],
                   "metrics": {"best_val_nmse": res["best_val_nmse"], "final_train_nmse": res["final_train_nmse"],
                               "steps": res["steps"]},
-                  "curve": res["curve"], "parameters": model.parameter_counts(),
+                  "curve": res["curve"], "parameters": counts,
                   "provenance": {**prov, "seed": run["seed"], "steps": res["steps"]}}
         if res["resumed"]:   # steps trained by earlier processes; wall_time_s counts this one's only
             record["provenance"]["resumed_from"] = res["resumed"]
