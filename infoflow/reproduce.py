@@ -126,7 +126,7 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
               device: Optional[str] = None, figures: bool = False, progress: bool = True,
               log: Callable = print, executor: str = "local", slurm: Optional[dict] = None,
               workers: int = 1, share_shapes: Optional[bool] = None, max_members: Optional[int] = None,
-              checkpoint_every_s: Optional[float] = None) -> dict:
+              checkpoint_every_s: Optional[float] = None, cuda_graph: bool = False) -> dict:
     names = list(only) if only else list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
@@ -139,7 +139,7 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
         out = Path(root) / name / profile
         s = run_experiment(name, profile, out=out, device=device, progress=progress, log=log,
                            executor=executor, slurm=slurm, workers=workers, share_shapes=share_shapes,
-                           max_members=max_members, checkpoint_every_s=checkpoint_every_s)
+                           max_members=max_members, checkpoint_every_s=checkpoint_every_s, cuda_graph=cuda_graph)
         if len(s["records"]) < s["runs"]:
             log(f"{name}: {s['runs'] - len(s['records'])} run(s) without a record; rerun to finish them")
         write_table(out, s["records"])

@@ -111,19 +111,21 @@ def group_runs(runs: list[dict], share_shapes: bool = False, max_members: Option
 
 
 def train_group(exp, group: list[dict], store: ResultsStore, device: str, progress: bool = False,
-                log: Callable = print, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
+                log: Callable = print, checkpoint_every_s: float = CHECKPOINT_EVERY_S, cuda_graph: bool = False) -> None:
     """Train one ensemble (see :func:`group_runs`), resuming from its checkpoint if one was saved,
-    and write one record per run."""
+    and write one record per run (``cuda_graph``: see :func:`~infoflow.train.train_ensemble`)."""
     seeds = [r["seed"] for r in group]
     targets, model = build_model(group, device)
     tcfg = TrainConfig(**group[0]["train"])
     before = exp.measure(model, targets[0], group[0]["T"], "init")
     ckpt = Checkpoint(checkpoint_path(store, group), group_key(group), checkpoint_every_s)
     start = time.perf_counter()
-    results = train_ensemble(model, targets, seeds, tcfg, progress=progress, checkpoint=ckpt, log=log)
+    results = train_ensemble(model, targets, seeds, tcfg, progress=progress, checkpoint=ckpt, log=log,
+                             cuda_graph=cuda_graph)
     wall = time.perf_counter() - start
     after = exp.measure(model, targets[0], group[0]["T"], "trained")
-    prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3))
+    prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3),
+                      **({"cuda_graph": True} if cuda_graph else {}))
     counts = model.parameter_counts()   # per member; the same for every member
     for run, res in zip(group, results):
         record = {"config": run, "config_hash": config_hash(run), "status": res["status"],
@@ -147,14 +149,15 @@ def train_group(exp, group: list[dict], store: ResultsStore, device: str, progre
 
 
 def train_group_job(name: str, profile: str, overrides: dict, group: list, root: str, device: str,
-                    threads: Optional[int] = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> list:
+                    threads: Optional[int] = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+                    cuda_graph: bool = False) -> list:
     """One ensemble group in a process of its own (a Slurm job or a local worker): rebuild the
     experiment from its name, profile and overrides, train the group, write its records."""
     if threads:
         torch.set_num_threads(threads)
     exp = make_experiment(name, profile, overrides)
     train_group(exp, group, ResultsStore(Path(root)), device, progress=False, log=print,
-                checkpoint_every_s=checkpoint_every_s)
+                checkpoint_every_s=checkpoint_every_s, cuda_graph=cuda_graph)
     return [config_hash(r) for r in group]
 
 
@@ -178,7 +181,8 @@ def die_with_parent() -> None:
 
 
 def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: ResultsStore, device: str,
-                      workers: int, progress: bool, log: Callable, checkpoint_every_s: float) -> None:
+                      workers: int, progress: bool, log: Callable, checkpoint_every_s: float,
+                      cuda_graph: bool = False) -> None:
     """Train groups concurrently in ``workers`` processes (spawned: safe with CUDA). Tiny models leave
     a GPU launch-bound and idle, so several ensembles in flight keep it busy; on a CPU each worker
     gets its share of the cores. A group that fails is reported; the others go on, a rerun resumes."""
@@ -187,7 +191,7 @@ def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: R
     order = sorted(groups, key=group_cost, reverse=True)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent) as pool:
         futures = {pool.submit(train_group_job, exp.name, profile, overrides, g, str(store.root), device, threads,
-                               checkpoint_every_s): g for g in order}
+                               checkpoint_every_s, cuda_graph): g for g in order}
         for fut in tqdm(as_completed(futures), total=len(futures), disable=not progress, desc=exp.name):
             if fut.exception() is not None:
                 g = futures[fut]
@@ -199,7 +203,8 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
                    out: Optional[Path] = None, device: Optional[str] = None, progress: bool = True,
                    retry_failed: bool = False, log: Callable = print, executor: str = "local",
                    slurm: Optional[dict] = None, workers: int = 1, share_shapes: Optional[bool] = None,
-                   max_members: Optional[int] = None, checkpoint_every_s: Optional[float] = None) -> dict:
+                   max_members: Optional[int] = None, checkpoint_every_s: Optional[float] = None,
+                   cuda_graph: bool = False) -> dict:
     """Run (or resume) an experiment, locally (``workers`` ensembles at a time) or on Slurm; returns
     a summary with its records. No ensemble has more than ``max_members`` (default ``MAX_MEMBERS``).
     ``share_shapes`` (default: on a GPU) trains runs whose parameters have the same shapes as one
@@ -207,13 +212,16 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
     ensembles finish sooner; a CPU is compute-bound, and smaller ensembles spread better over its
     workers. An experiment that measures its models (probes) never shares. Each ensemble saves its
     training state every ``checkpoint_every_s`` seconds (default ``CHECKPOINT_EVERY_S``; 0: at every
-    evaluation), and a rerun resumes it."""
+    evaluation), and a rerun resumes it. ``cuda_graph`` replays each ensemble's training step as a CUDA
+    graph (a CUDA device only; recorded in the provenance)."""
     positive_int("workers", workers)
     checkpoint_every_s = CHECKPOINT_EVERY_S if checkpoint_every_s is None else \
         nonnegative("checkpoint_every", checkpoint_every_s, "seconds")
     max_members = MAX_MEMBERS if max_members is None else positive_int("max_members", max_members)
     exp = make_experiment(name, profile, overrides)
     device = check_device(device or ("cpu" if executor == "slurm" else default_device()), local=executor == "local")
+    if cuda_graph and not device.startswith("cuda"):
+        raise ValueError(f"cuda_graph needs a CUDA device (--device cuda), got {device!r}")
     store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)
     store.ensure_writable()
     runs = exp.runs()
@@ -239,22 +247,24 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
         f"{len(todo)} to train in {len(groups)} ensemble(s){' (shared shapes)' if share_shapes else ''} -> {store.root}")
     if executor == "slurm":
         from .slurm import run_on_slurm
-        run_on_slurm(exp, profile, overrides or {}, groups, store, device, slurm or {}, progress, log, checkpoint_every_s)
+        run_on_slurm(exp, profile, overrides or {}, groups, store, device, slurm or {}, progress, log, checkpoint_every_s,
+                     cuda_graph)
     elif executor != "local":
         raise ValueError(f"executor must be local or slurm, got {executor!r}")
     elif workers > 1 and len(groups) > 1:
         _train_in_workers(exp, profile, overrides or {}, groups, store, device, workers, progress, log,
-                          checkpoint_every_s)
+                          checkpoint_every_s, cuda_graph)
     else:
         for group in tqdm(groups, disable=not progress, desc=name):
-            train_group(exp, group, store, device, progress, log, checkpoint_every_s)
+            train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph)
     wall = round(time.perf_counter() - start, 1)
     hashes = {config_hash(r) for r in runs}
     records = [r for r in store.records() if r["config_hash"] in hashes]
     if todo and executor == "local":
         # the sweep's own wall time (with workers, less than the sum of the records' wall times)
         sweep = {"experiment": name, "profile": profile, "trained": len(todo), "ensembles": len(groups),
-                 "workers": workers, "share_shapes": share_shapes, "wall_time_s": wall, "recorded_after": len(records),
+                 "workers": workers, "share_shapes": share_shapes, "cuda_graph": cuda_graph, "wall_time_s": wall,
+                 "recorded_after": len(records),
                  **provenance(device)}
         with open(store.root / "sweeps.jsonl", "a") as fh:
             fh.write(json.dumps(sweep) + "\n")

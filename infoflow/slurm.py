@@ -73,7 +73,8 @@ def _tail(path: Path, n: int = 15) -> str:
 
 
 def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: ResultsStore, device: str,
-                 opts: dict, progress: bool, log: Callable, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> list:
+                 opts: dict, progress: bool, log: Callable, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+                 cuda_graph: bool = False) -> list:
     """Submit (or re-attach to) one array job per sweep and wait; returns the failed job ids."""
     import submitit
 
@@ -106,7 +107,8 @@ def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: Result
         executor.update_parameters(**params)
         n = len(to_submit)
         jobs = executor.map_array(train_group_job, [exp.name] * n, [profile] * n, [overrides] * n, [g for _, g in to_submit],
-                                  [str(store.root)] * n, [device] * n, [None] * n, [checkpoint_every_s] * n)
+                                  [str(store.root)] * n, [device] * n, [None] * n, [checkpoint_every_s] * n,
+                                  [cuda_graph] * n)
         for (key, g), job in zip(to_submit, jobs):
             ledger[key] = str(job.job_id)
             waiting[key] = (str(job.job_id), g)

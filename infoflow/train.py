@@ -70,7 +70,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 class AdamWEnsemble:
     """AdamW (decoupled weight decay) over parameters with a leading member dimension; one update
-    for all members, learning rate per member (a tensor of shape (M,))."""
+    for all members, learning rate per member (a tensor of shape (M,)). The bias corrections live in
+    a device tensor set by :meth:`advance`, so :meth:`update` reads no host value and can be captured
+    in a CUDA graph."""
 
     def __init__(self, params, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         self.params = [p for p in params if p.requires_grad]
@@ -78,14 +80,30 @@ class AdamWEnsemble:
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
+        self.corrections = torch.zeros(2, device=self.params[0].device)   # 1 − β₁ᵗ, 1 − β₂ᵗ
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor, active: Optional[torch.Tensor] = None):
-        """One update of every member, as multi-tensor (``_foreach``) ops: a dozen kernels per step
-        instead of a dozen per parameter, which is what a GPU pays for with models this small."""
+        """One update of every member: :meth:`advance`, then :meth:`update`."""
+        self.advance()
+        self.update(lr, active)
+
+    @torch.no_grad()
+    def advance(self) -> None:
+        """Count one step and set its bias corrections (computed on the host in double precision, as
+        a Python scalar would be, then stored in float32)."""
         self.t += 1
         b1, b2 = self.betas
-        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        self.corrections[0].fill_(1 - b1 ** self.t)
+        self.corrections[1].fill_(1 - b2 ** self.t)
+
+    @torch.no_grad()
+    def update(self, lr: torch.Tensor, active: Optional[torch.Tensor] = None):
+        """The update of the step set by :meth:`advance`, as multi-tensor (``_foreach``) ops: a dozen
+        kernels per step instead of a dozen per parameter, which is what a GPU pays for with models
+        this small."""
+        b1, b2 = self.betas
+        c1, c2 = self.corrections[0], self.corrections[1]
         ps, ms, vs = self.params, self.m, self.v
         gs = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ps]
         lr = lr if active is None else lr * active
@@ -294,16 +312,94 @@ def _restore(state: dict, model, opt, batches) -> Optional[str]:
     return None
 
 
+def _graphs_available(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+class _TrainStep:
+    """One training step of every member, reading only device tensors: the batch, the step number and
+    the learning rates sit in fixed buffers that the host fills before each step, and the members'
+    ``active`` flags and first non-finite steps are updated in place. So on CUDA the whole step
+    (forward, loss, backward, clipping, AdamW) can be captured once as a CUDA graph and replayed: one
+    launch instead of a few hundred, the same kernels on the same memory, so the same numbers.
+    Eagerly, ``run`` is the same code called directly."""
+
+    WARMUP = 3   # eager steps before the capture, on a side stream (as PyTorch advises for CUDA graphs)
+
+    def __init__(self, model, opt, cfg: TrainConfig, base_lr, active, first_bad, cuda_graph: bool):
+        device = base_lr.device
+        self.model, self.opt, self.cfg, self.base_lr = model, opt, cfg, base_lr
+        self.params = list(model.parameters())
+        self.active, self.first_bad = active, first_bad
+        self.step = torch.zeros((), dtype=torch.long, device=device)
+        self.lr = torch.zeros_like(base_lr)
+        self.X = self.y = self.pred = None
+        self.graph, self.to_warm = None, self.WARMUP if cuda_graph else 0
+        self.side = torch.cuda.Stream(device) if cuda_graph else None
+
+    def __call__(self, step: int, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Train step ``step`` on the batch (X, y); returns the members' predictions on it."""
+        cfg = self.cfg
+        scale = lr_at(step, cfg) / cfg.lr if step < cfg.steps else cfg.tail_lr / cfg.lr
+        if self.graph is None and not self.to_warm and self.side is not None:
+            self._capture(X, y)
+        if self.graph is None:
+            self.X, self.y = X, y
+        else:
+            self.X.copy_(X)
+            self.y.copy_(y)
+        self.step.fill_(step)
+        torch.mul(self.base_lr, scale, out=self.lr)
+        self.opt.advance()
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.side is not None:   # a warm-up step
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
+                self.run()
+            torch.cuda.current_stream().wait_stream(self.side)
+            self.to_warm -= 1
+        else:
+            self.run()
+        return self.pred
+
+    def run(self) -> None:
+        """The step itself: no host value read, no host-device synchronisation."""
+        pred = self.model(self.X)
+        per_member = ((pred - self.y) ** 2).flatten(1).mean(1)
+        bad = ~torch.isfinite(per_member) & (self.active > 0)
+        self.first_bad.copy_(torch.where(bad, self.step, self.first_bad))
+        self.active.masked_fill_(bad, 0.0)
+        self.model.zero_grad(set_to_none=True)
+        torch.where(self.active > 0, per_member, torch.zeros_like(per_member)).sum().backward()
+        with torch.no_grad():
+            clip_per_member(self.params, self.cfg.grad_clip, self.active)   # zeroes frozen members too
+            self.opt.update(self.lr, self.active)
+        self.pred = pred.detach()
+
+    def _capture(self, X, y) -> None:
+        self.X, self.y = X.clone(), y.clone()   # the graph's input buffers
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.run()
+        self.graph = graph
+
+
 def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: Optional[Sequence[float]] = None,
-                   progress: bool = False, checkpoint: Optional[Checkpoint] = None, log: Callable = print) -> list[dict]:
+                   progress: bool = False, checkpoint: Optional[Checkpoint] = None, log: Callable = print,
+                   cuda_graph: bool = False) -> list[dict]:
     """Train every member of ``model`` on ``target`` (member j uses ``seeds[j]``; ``target`` may be a
     list of one target per member). Returns one dict per member: status, best_val_nmse,
     final_train_nmse, steps, curve [(step, val_nmse)], error, and ``resumed``: the parts of the
-    training done by earlier processes (steps and provenance), when it resumed from ``checkpoint``."""
+    training done by earlier processes (steps and provenance), when it resumed from ``checkpoint``.
+    ``cuda_graph``: after a few eager steps, capture the training step as a CUDA graph and replay it
+    (a CUDA device only; the same computation, far fewer kernel launches)."""
     M, T = model.M, model.cfg.T
     if len(seeds) != M:
         raise ValueError(f"seeds must give one seed per member ({M}), got {len(seeds)}")
     device = next(model.parameters()).device
+    if cuda_graph and not _graphs_available(device):
+        raise ValueError(f"cuda_graph needs a CUDA device; this model is on {device}")
     if device.type == "cpu":
         reuse_freed_memory()
     target = MemberTargets(target, M)      # grouped once, not at every step's draw
@@ -335,21 +431,13 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
             curve_steps = list(state["curve_steps"])
             curve_vals = [] if state["curve_vals"] is None else list(state["curve_vals"].to(device))
     saved_at = time.monotonic()
+    train_step = _TrainStep(model, opt, cfg, base_lr, active, first_bad, cuda_graph)
     for step in tqdm(range(start, total), initial=start, total=total, disable=not progress, desc="train", leave=False):
         X, y = batches.next()
-        pred = model(X)
-        per_member = ((pred - y) ** 2).flatten(1).mean(1)
-        bad = ~torch.isfinite(per_member) & (active > 0)
-        first_bad = torch.where(bad, step, first_bad)
-        active = torch.where(bad, 0.0, active)
-        model.zero_grad(set_to_none=True)
-        torch.where(active > 0, per_member, torch.zeros_like(per_member)).sum().backward()
+        pred = train_step(step, X, y)
         with torch.no_grad():
-            clip_per_member(params, cfg.grad_clip, active)   # zeroes frozen members too
-            scale = lr_at(step, cfg) / cfg.lr if step < cfg.steps else cfg.tail_lr / cfg.lr
-            opt.step(base_lr * scale, active)
             if step + 1 == total:
-                train_nmse = nmse(pred.detach(), y)
+                train_nmse = nmse(pred, y)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == total:
                 v = nmse(predict_in_chunks(model, Xv), yv)
                 v = torch.where(torch.isfinite(v), v, torch.full_like(v, float("inf")))

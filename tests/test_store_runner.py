@@ -223,6 +223,7 @@ def test_resume_after_sigkill(tmp_path):
     (["run", "intrinsic-dimension", "--workers", "0"], "workers must be a positive integer"),
     (["run", "intrinsic-dimension", "--max-members", "0"], "max_members must be a positive integer"),
     (["run", "intrinsic-dimension", "--checkpoint-every", "-5"], "checkpoint_every must be >= 0 seconds"),
+    (["run", "intrinsic-dimension", "--device", "cpu", "--cuda-graph"], "cuda_graph needs a CUDA device"),
 ])
 def test_run_bad_config_one_line_exit_2(args, field):
     r = cli(*args)
@@ -304,3 +305,23 @@ def test_a_checkpoint_of_another_grouping_is_reported_not_used(tmp_path):
     assert (tmp_path / ".0123456789abcdef.ckpt").exists()
     with pytest.raises(ValueError, match="checkpoint_every must be >= 0 seconds"):
         run_experiment("specific-position", "quick", tiny(), out=tmp_path, checkpoint_every_s=-1)
+
+
+def test_a_group_trained_with_cuda_graphs_writes_the_same_records(tmp_path, simulated_cuda_graphs):
+    """``cuda_graph`` reaches the training (here simulated on the CPU, tests/conftest.py) and is named in
+    the provenance; the records are otherwise those of the eager training."""
+    from infoflow.experiments import make_experiment
+    from infoflow.runner import train_group
+    exp = make_experiment("intrinsic-dimension", "quick", tiny())
+    group = exp.runs()[:2]
+    stores = {}
+    for name, graph in (("eager", False), ("graph", True)):
+        if graph:
+            sim = simulated_cuda_graphs()
+        stores[name] = ResultsStore(tmp_path / name)
+        train_group(exp, group, stores[name], "cpu", log=lambda m: None, cuda_graph=graph)
+    assert sim.captures == 1
+    for run in group:
+        eager, graph = (stores[n].get(config_hash(run)) for n in ("eager", "graph"))
+        assert graph["provenance"].pop("cuda_graph") is True and "cuda_graph" not in eager["provenance"]
+        assert {k: v for k, v in graph.items() if k != "provenance"} == {k: v for k, v in eager.items() if k != "provenance"}

@@ -365,3 +365,53 @@ def test_an_unusable_checkpoint_is_reported_and_training_starts_over(tmp_path):
         assert [r["curve"] for r in out] == [r["curve"] for r in reference]
     with pytest.raises(ValueError, match="checkpoint_every must be >= 0 seconds"):
         Checkpoint(bad, "group", -1)
+
+
+@pytest.mark.parametrize("n_train", [None, 48])
+def test_a_training_step_replayed_as_a_cuda_graph_trains_as_the_eager_one(simulated_cuda_graphs, n_train):
+    """The host side of ``cuda_graph=True`` (warm-up, capture, refilling the captured buffers, replay),
+    simulated on the CPU: the same results to the last bit, including a member that diverges after
+    the capture. (On a GPU the device check runs the real graph: benchmarks/check_cuda_graph.py.)"""
+    cfg, targets, model = _resumable(n_train)
+    lrs = [1e-3, 1e-3, 4.0]   # the third member's loss turns non-finite at step 7 or 9
+    reference = train_ensemble(model(), targets, [1, 2, 3], cfg, lrs=lrs)
+    assert reference[2]["status"] == "failed"
+    sim = simulated_cuda_graphs()
+    replayed = train_ensemble(model(), targets, [1, 2, 3], cfg, lrs=lrs, cuda_graph=True)
+    total = cfg.steps + cfg.tail_steps
+    from infoflow.train import _TrainStep
+    assert sim.captures == 1 and sim.replays == total - _TrainStep.WARMUP
+    assert int(reference[2]["error"].split()[-1]) > _TrainStep.WARMUP        # it diverged in a replayed step
+    assert replayed == reference
+
+
+def test_cuda_graph_needs_a_cuda_device():
+    cfg, targets, model = _resumable(None)
+    with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
+        train_ensemble(model(), targets, [1, 2, 3], cfg, cuda_graph=True)
+
+
+def test_the_cuda_graph_check_script_passes_a_correct_graph_and_fails_a_stale_one(simulated_cuda_graphs, monkeypatch):
+    """benchmarks/check_cuda_graph.py, which decides on the GPU whether sweeps use graphs, run on the CPU
+    with simulated graphs: it passes the engine's graph, and fails one whose batch buffer goes stale."""
+    import importlib.util
+    from pathlib import Path
+
+    import infoflow.train as train
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "check_cuda_graph.py"
+    spec = importlib.util.spec_from_file_location("check_cuda_graph", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    simulated_cuda_graphs()
+    tiny = ["train.batch=16", "train.n_train=64", "train.n_val=32", "ffn=16", "E=12", "T=6", "seeds=[0,1]"]
+    out = script.check("intrinsic-dimension", "quick", 12, "cpu", tiny, 4, 1e-2)
+    assert out["agrees"] and out["bitwise_equal"] and out["eager_runs_bitwise_equal"] and out["members"] == 4
+    real_call = train._TrainStep.__call__
+
+    def stale(self, step, X, y):   # after the capture the graph keeps training on the captured batch
+        if self.graph is not None:
+            X, y = self.X, self.y
+        return real_call(self, step, X, y)
+    monkeypatch.setattr(train._TrainStep, "__call__", stale)
+    out = script.check("intrinsic-dimension", "quick", 12, "cpu", tiny, 4, 1e-2)
+    assert not out["agrees"] and not out["bitwise_equal"] and out["max_relative_difference"] > 1e-2

@@ -1,0 +1,69 @@
+"""Shared fixtures."""
+import contextlib
+
+import pytest
+import torch
+
+
+class SimulatedGraphs:
+    """CUDA graphs as the CPU can simulate them. Capturing records which tensors the step read (a graph
+    records memory addresses) and undoes what the step did (a capture runs nothing); a replay runs the
+    step again on those very tensors. So host code that hands the step a new tensor after the capture,
+    instead of copying into the captured one, trains on stale data here as it would on a GPU."""
+    BOUND = ("X", "y", "lr", "step", "active", "first_bad")
+
+    def __init__(self, monkeypatch):
+        import infoflow.train as train
+        self.captures, self.replays, self.capturing = 0, 0, None
+        sim = self
+
+        class Graph:
+            def replay(self):
+                step, bound = self.captured
+                for name, tensor in bound.items():
+                    setattr(step, name, tensor)
+                real_run(step)
+                sim.replays += 1
+
+        @contextlib.contextmanager
+        def graph(g):
+            sim.capturing = g
+            yield
+            sim.capturing = None
+
+        real_run = train._TrainStep.run
+
+        def run(step):
+            g = sim.capturing
+            if g is None:
+                return real_run(step)
+            state = list(step.params) + step.opt.m + step.opt.v + [step.active, step.first_bad]
+            saved = [t.detach().clone() for t in state]
+            real_run(step)
+            with torch.no_grad():
+                for t, s in zip(state, saved):
+                    t.copy_(s)
+            g.captured = (step, {name: getattr(step, name) for name in self.BOUND})
+            sim.captures += 1
+
+        class Stream:
+            def __init__(self, *a):
+                pass
+
+            def wait_stream(self, other):
+                pass
+
+        monkeypatch.setattr(train, "_graphs_available", lambda device: True)
+        monkeypatch.setattr(train._TrainStep, "run", run)
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+        monkeypatch.setattr(torch.cuda, "Stream", Stream)
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: Stream())
+
+
+
+@pytest.fixture
+def simulated_cuda_graphs(monkeypatch):
+    """Call it to put :class:`SimulatedGraphs` in place of CUDA graphs and streams (undone after the test)."""
+    return lambda: SimulatedGraphs(monkeypatch)
