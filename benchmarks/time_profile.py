@@ -57,7 +57,7 @@ def fit_line(xs, ys) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def sweep_side_by_side(runs, profile: str, steps: int, device: str, sets: list[str], share: list[str],
+def sweep_side_by_side(runs, profile: str, steps: int, device: str, sets: list[str], flags: list[str],
                        root: Path) -> dict:
     """Start every experiment's sweep at once with train.steps = ``steps`` (None: the profile's own);
     seconds until each ends, and what its sweep reported (ensembles, runs trained)."""
@@ -66,7 +66,7 @@ def sweep_side_by_side(runs, profile: str, steps: int, device: str, sets: list[s
     try:
         for name, workers in runs:
             cmd = [sys.executable, "-m", "infoflow.cli", "run", name, "--profile", profile, "--out", str(root / name),
-                   "--device", device, "--workers", str(workers), "--quiet", *share]
+                   "--device", device, "--workers", str(workers), "--quiet", *flags]
             if steps is not None:
                 cmd += ["--set", f"train.steps={steps}"]
             for s in sets:
@@ -107,6 +107,7 @@ def main():
                     help="passed to every sweep (as `infoflow run --set`)")
     ap.add_argument("--share-shapes", action=argparse.BooleanOptionalAction, default=None,
                     help="passed to every sweep (default: the runner's, on a GPU)")
+    ap.add_argument("--cuda-graph", action="store_true", help="passed to every sweep (`infoflow run --cuda-graph`)")
     ap.add_argument("--verify", action="store_true",
                     help="then run the whole profile the same way and record its measured wall times beside the extrapolation")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
@@ -123,11 +124,12 @@ def main():
         except ConfigError as err:
             ap.error(str(err))
         full_steps[name] = exp.train.steps + exp.train.tail_steps
-    share = [] if args.share_shapes is None else ["--share-shapes" if args.share_shapes else "--no-share-shapes"]
+    flags = [] if args.share_shapes is None else ["--share-shapes" if args.share_shapes else "--no-share-shapes"]
+    flags += ["--cuda-graph"] if args.cuda_graph else []
     measured = {}
     for steps in args.steps:
         with tempfile.TemporaryDirectory(prefix=f"time-profile-{steps}-") as tmp:
-            measured[steps] = sweep_side_by_side(runs, args.profile, steps, args.device, args.sets, share, Path(tmp))
+            measured[steps] = sweep_side_by_side(runs, args.profile, steps, args.device, args.sets, flags, Path(tmp))
         print(f"steps={steps}: " + ", ".join(f"{n} {m['wall_s']:.1f} s" for n, m in measured[steps].items()), flush=True)
     experiments = {}
     for name, workers in runs:
@@ -142,6 +144,7 @@ def main():
     a, b = fit_line(args.steps, together)
     result = {"benchmark": "profile-time", "profile": args.profile, "short_steps": args.steps, "sets": args.sets,
               "mps": bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")),   # as scripts/device_session.sh sets it
+              "cuda_graph": args.cuda_graph,
               "experiments": experiments,
               "together": {"wall_s": {str(s): round(t, 2) for s, t in zip(args.steps, together)},
                            "fixed_s": round(a, 2), "per_step_s": round(b, 5),
@@ -150,7 +153,7 @@ def main():
               **provenance(args.device)}
     if args.verify:
         with tempfile.TemporaryDirectory(prefix="time-profile-full-") as tmp:
-            full = sweep_side_by_side(runs, args.profile, None, args.device, args.sets, share, Path(tmp))
+            full = sweep_side_by_side(runs, args.profile, None, args.device, args.sets, flags, Path(tmp))
         for name, m in full.items():
             experiments[name]["measured_s"] = round(m["wall_s"], 1)
         result["together"]["measured_s"] = round(max(m["wall_s"] for m in full.values()), 1)

@@ -97,7 +97,7 @@ def test_profile_timing_script_fits_and_extrapolates(tmp_path):
     subprocess.run(cmd + ["--verify"], check=True, capture_output=True, timeout=300, cwd=ROOT)
     (r,) = [json.loads(line) for line in out.read_text().splitlines()]
     e = r["experiments"]["triangle-center"]
-    assert e["runs"] == 3 and e["ensembles"] == 3 and e["steps"] == 500 and r["device"] == "cpu"
+    assert e["runs"] == 3 and e["ensembles"] == 3 and e["steps"] == 500 and r["device"] == "cpu" and not r["cuda_graph"]
     for n in (4, 8):
         assert e["fixed_s"] + e["per_step_s"] * n == pytest.approx(e["wall_s"][str(n)], abs=0.02)
     assert e["extrapolated_s"] == pytest.approx(e["fixed_s"] + e["per_step_s"] * 500, abs=0.1)
@@ -108,6 +108,8 @@ def test_profile_timing_script_fits_and_extrapolates(tmp_path):
     assert bad.returncode == 2 and "WORKERS must be a positive integer" in bad.stderr
     bad = subprocess.run(cmd + ["--set", "train.steps=9"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "--set train.steps is what --steps sets" in bad.stderr
+    bad = subprocess.run(cmd + ["--cuda-graph"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode != 0 and "cuda_graph needs a CUDA device" in bad.stderr   # passed on to the sweeps
     assert len(out.read_text().splitlines()) == 1
 
 
