@@ -380,7 +380,9 @@ class _TrainStep:
     def _capture(self, X, y) -> None:
         self.X, self.y = X.clone(), y.clone()   # the graph's input buffers
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # on the warm-up's stream: what the library set up lazily for that stream (BLAS handles and
+        # workspaces) is there already, and nothing of the kind runs inside the capture
+        with torch.cuda.graph(graph, stream=self.side):
             self.run()
         self.graph = graph
 

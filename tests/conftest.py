@@ -26,7 +26,7 @@ class SimulatedGraphs:
                 sim.replays += 1
 
         @contextlib.contextmanager
-        def graph(g):
+        def graph(g, stream=None):
             sim.capturing = g
             yield
             sim.capturing = None
