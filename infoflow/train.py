@@ -282,11 +282,13 @@ class Checkpoint:
         return state, None
 
 
-def _segment(start: int, end: int, device) -> dict:
-    """Steps start..end trained by this process, and with which code, torch and device (plain strings)."""
+def _segment(start: int, end: int, device, cuda_graph: bool) -> dict:
+    """Steps start..end trained by this process, and with which code, torch and device (plain strings),
+    and whether as a CUDA graph."""
     prov = provenance(str(device))
     keys = ("code_sha256", "git_commit", "version", "torch", "device_name", "date")
-    return {"from_step": start, "to_step": end, **{k: None if prov[k] is None else str(prov[k]) for k in keys}}
+    return {"from_step": start, "to_step": end, **{k: None if prov[k] is None else str(prov[k]) for k in keys},
+            "cuda_graph": cuda_graph}
 
 
 def _training_state(model, opt, batches, step, active, first_bad, best, curve_steps, curve_vals, segments) -> dict:
@@ -447,7 +449,7 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
                 curve_steps.append(step + 1)
                 curve_vals.append(v)
                 if checkpoint is not None and step + 1 < total and time.monotonic() - saved_at >= checkpoint.every_s:
-                    segments = resumed + [_segment(start, step + 1, device)]
+                    segments = resumed + [_segment(start, step + 1, device, cuda_graph)]
                     checkpoint.save(_training_state(model, opt, batches, step + 1, active, first_bad, best,
                                                     curve_steps, curve_vals, segments))
                     saved_at = time.monotonic()

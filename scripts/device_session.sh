@@ -30,9 +30,10 @@
 # ones data/ lacks), then the longer schedule at T = 64:
 #   BENCH= BENCH_LIMIT=90 TOTAL=540 ROOT=/tmp/sec6 bash scripts/device_session.sh
 #   BENCH_LIMIT=0 TOTAL=400 SWEEPS='intrinsic-dimension-long 1' bash scripts/device_session.sh
-# or, in one call of a 15-minute session: the profile's time from short runs, then the D = 5, 6 records
-# data/ lacks (all that intrinsic-dimension's paper sweep still has to train):
-#   BENCH_LIMIT=0 TIMING='--steps 500 1500' TOTAL=540 SWEEPS='intrinsic-dimension 2' bash scripts/device_session.sh
+# or, in one call of a 15-minute session: the CUDA-graph check, the profile's time from short runs, then
+# the D = 5, 6 records data/ lacks (all that intrinsic-dimension's paper sweep still has to train) and,
+# beside them, D = 2 trained 3x longer at T = 64 (is 20k steps short of convergence?; resumes if cut):
+#   BENCH_LIMIT=0 TIMING='--steps 500 1500' TOTAL=540 SWEEPS=$'intrinsic-dimension 2\nintrinsic-dimension-long 1' bash scripts/device_session.sh
 set -u
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-paper}

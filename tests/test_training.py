@@ -326,10 +326,14 @@ def _resumable(n_train):
 
 
 @pytest.mark.parametrize("n_train", [None, 64])   # 64: the save at step 30 lands mid-epoch
-def test_a_killed_training_resumes_from_its_checkpoint_exactly(tmp_path, monkeypatch, n_train):
+@pytest.mark.parametrize("graph", [False, True])   # True: as a (simulated) CUDA graph, captured again on resuming
+def test_a_killed_training_resumes_from_its_checkpoint_exactly(tmp_path, monkeypatch, simulated_cuda_graphs,
+                                                              n_train, graph):
     import infoflow.train as train
     cfg, targets, model = _resumable(n_train)
     reference = train_ensemble(model(), targets, [1, 2, 3], cfg)
+    if graph:
+        sim = simulated_cuda_graphs()
     ckpt = train.Checkpoint(tmp_path / "group.ckpt", key="group", every_s=0)   # saves at every evaluation
     real_lr_at = train.lr_at
 
@@ -339,14 +343,14 @@ def test_a_killed_training_resumes_from_its_checkpoint_exactly(tmp_path, monkeyp
         return real_lr_at(step, c)
     monkeypatch.setattr(train, "lr_at", killed_at_step_37)
     with pytest.raises(KeyboardInterrupt):
-        train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=ckpt)
+        train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=ckpt, cuda_graph=graph)
     monkeypatch.setattr(train, "lr_at", real_lr_at)
     assert torch.load(ckpt.path, weights_only=True)["step"] == 30            # the last evaluation before the kill
     logs = []
-    resumed = train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=ckpt, log=logs.append)
-    assert not logs
+    resumed = train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=ckpt, log=logs.append, cuda_graph=graph)
+    assert not logs and (not graph or sim.captures == 2)
     for a, b in zip(resumed, reference):
-        assert [seg["to_step"] for seg in a.pop("resumed")] == [30] and b.pop("resumed") == []
+        assert [(seg["to_step"], seg["cuda_graph"]) for seg in a.pop("resumed")] == [(30, graph)] and b.pop("resumed") == []
         assert a == b                     # same best and final NMSE, same curve, to the last bit
 
 
