@@ -1,8 +1,12 @@
 """Shared fixtures."""
 import contextlib
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class SimulatedGraphs:
@@ -67,3 +71,15 @@ class SimulatedGraphs:
 def simulated_cuda_graphs(monkeypatch):
     """Call it to put :class:`SimulatedGraphs` in place of CUDA graphs and streams (undone after the test)."""
     return lambda: SimulatedGraphs(monkeypatch)
+
+
+@pytest.fixture
+def load_script():
+    """Call it with a script's path in the repository (e.g. "benchmarks/check_cuda_graph.py") to import it."""
+    def load(relative: str):
+        path = ROOT / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

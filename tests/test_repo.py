@@ -56,11 +56,8 @@ def test_environment_mirrors_pyproject():
     assert env_pins == pins
 
 
-def test_book_check_visits_every_page_of_the_toc():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("book_check", ROOT / "scripts" / "book_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_book_check_visits_every_page_of_the_toc(load_script):
+    module = load_script("scripts/book_check.py")
     toc = yaml.safe_load(open(ROOT / "_toc.yml"))
     n = 1 + len(toc.get("chapters", [])) + sum(len(p["chapters"]) for p in toc.get("parts", []))
     pages = module.toc_pages()

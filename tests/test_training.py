@@ -395,17 +395,12 @@ def test_cuda_graph_needs_a_cuda_device():
         train_ensemble(model(), targets, [1, 2, 3], cfg, cuda_graph=True)
 
 
-def test_the_cuda_graph_check_script_passes_a_correct_graph_and_fails_a_stale_one(simulated_cuda_graphs, monkeypatch):
+def test_the_cuda_graph_check_script_passes_a_correct_graph_and_fails_a_stale_one(simulated_cuda_graphs, load_script,
+                                                                                     monkeypatch):
     """benchmarks/check_cuda_graph.py, which decides on the GPU whether sweeps use graphs, run on the CPU
     with simulated graphs: it passes the engine's graph, and fails one whose batch buffer goes stale."""
-    import importlib.util
-    from pathlib import Path
-
     import infoflow.train as train
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "check_cuda_graph.py"
-    spec = importlib.util.spec_from_file_location("check_cuda_graph", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("benchmarks/check_cuda_graph.py")
     simulated_cuda_graphs()
     tiny = ["train.batch=16", "train.n_train=64", "train.n_val=32", "ffn=16", "E=12", "T=6", "seeds=[0,1]"]
     out = script.check("intrinsic-dimension", "quick", 12, "cpu", tiny, 4, 1e-2)
