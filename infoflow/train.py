@@ -341,7 +341,8 @@ class _TrainStep:
 
     def __call__(self, step: int, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Train step ``step`` on the batch (X, y); returns the members' predictions on it."""
-        scale = lr_at(step, self.cfg) / self.cfg.lr   # lr_at gives the tail's rate after the cosine
+        cfg = self.cfg
+        scale = lr_at(step, cfg) / cfg.lr if step < cfg.steps else cfg.tail_lr / cfg.lr
         if self.graph is None and not self.to_warm and self.side is not None:
             self._capture(X, y)
         if self.graph is None:
