@@ -33,6 +33,19 @@ class TrainSpec(BaseModel):
     n_val: PositiveInt = 2048
     eval_every: PositiveInt = 100
     n_train: Optional[PositiveInt] = None
+    # levers of the Sec. 6.1 study (DEFAULT, ours); left out of a run's config while they hold these
+    # values, so the records written before they existed keep their config hashes
+    warmup_steps: int = 0
+    beta2: float = 0.999
+    curriculum: list[tuple[PositiveInt, PositiveInt]] = []
+
+
+LATER_KEYS = {"train": {"warmup_steps": 0, "beta2": 0.999, "curriculum": []}, "model": {"qk_init": 1.0}}
+
+
+def _drop_later_defaults(section: str, values: dict) -> dict:
+    later = LATER_KEYS[section]
+    return {k: v for k, v in values.items() if not (k in later and v == later[k])}
 
 
 class Experiment(BaseModel):
@@ -63,17 +76,27 @@ class Experiment(BaseModel):
         training) and "trained". None: nothing to measure."""
         return None
 
+    def monitor(self, model, targets, T: int):
+        """(name, probe) to call on the model at every evaluation while it trains (stored in the
+        records' measurements under ``name``), or None."""
+        return None
+
     def model(self, heads, E, **kw) -> dict:
         return {"heads": list(heads), "E": E, "ffn": self.ffn, "activation": self.activation, "pe": "none",
                 "layernorm": False, "head_dim": None, **kw}
 
+    def train_for(self, label: str) -> dict:
+        """The training settings of a variant (the experiment's own unless a subclass varies them)."""
+        return self.train.model_dump()
+
     def runs(self) -> list[dict]:
         out = []
         for label, params, T, model in self.variants():
+            train = _drop_later_defaults("train", self.train_for(label))
             for seed in self.seeds:
                 out.append({"experiment": self.name, "label": label, "target": self.target,
-                            "target_params": params, "T": T, "model": model,
-                            "train": self.train.model_dump(), "seed": seed})
+                            "target_params": params, "T": T, "model": _drop_later_defaults("model", model),
+                            "train": train, "seed": seed})
         return out
 
 
@@ -166,6 +189,92 @@ class IntrinsicDimensionDeep(IntrinsicDimension):
             for heads in [(D, 1, D), (D - 1, 1, D), (D, 1, D - 1)]:
                 if _heads_ok(heads):
                     yield "({},{},{})".format(*heads), {"D": D, "d": 4}, self.T, self.model(heads, self.E)
+
+
+# Sec. 6.1 optimisation study (issue: why (D,D) models sit on a plateau). Each lever changes the paper
+# recipe in one respect (all values DEFAULT, ours). Keys: TrainSpec fields; "warmup" and the curriculum
+# stages' step counts as fractions of ``train.steps``, curriculum lengths as fractions of T; "qk_init",
+# "width" (multiplies E and ffn) for the model.
+LEVERS = {
+    "paper recipe": {},
+    "lr 3e-3": {"lr": 3e-3},
+    "lr 1e-2": {"lr": 1e-2},
+    "lr 3e-3, warm-up 10%": {"lr": 3e-3, "warmup": 0.1},
+    "batch 64": {"batch": 64},
+    "batch 1024": {"batch": 1024},
+    "beta2 0.95": {"beta2": 0.95},
+    "qk init x0.1": {"qk_init": 0.1},
+    "qk init x3": {"qk_init": 3.0},
+    "curriculum T/4, T/2, T": {"curriculum": [[0.25, 0.25], [0.5, 0.25]]},
+    "fixed 100k set": {"n_train": 100000},
+    "width x2": {"width": 2},
+}
+LEVER_KEYS = {"warmup", "curriculum", "qk_init", "width"} | set(TrainSpec.model_fields)
+
+
+class IntrinsicDimensionLevers(IntrinsicDimension):
+    """The Sec. 6.1 optimisation study: the paper recipe and, one at a time, the levers of ``levers``
+    (each a change of the recipe, :data:`LEVERS`), for the configurations in ``kinds``. The model is
+    probed as it trains: at every evaluation, how often each first-layer head attends to the partner
+    argmax_t x_sᵀA_i x_t of each A_i (:func:`~infoflow.probes.head_alignment`)."""
+    name: ClassVar[str] = "intrinsic-dimension-levers"
+    description: ClassVar[str] = "Sec. 6.1 optimisation study: (D,D) under the paper recipe and one lever at a time, heads probed while training"
+    kinds: list[Literal["(D,D)", "(D-1,D)", "(D,D-1)"]] = ["(D,D)"]
+    levers: dict[str, dict] = LEVERS
+    probe_samples: PositiveInt = 256
+    profiles: ClassVar[dict] = {
+        "paper": {"Ds": [2], "train": {"n_train": None}},
+        "cpu": {"Ds": [2], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1, 2, 3, 4],
+                "train": {"steps": 4000, "batch": 256, "n_val": 4096, "eval_every": 100, "n_train": None}},
+        "quick": {"Ds": [2], "T": 8, "E": 24, "ffn": 32, "seeds": [0, 1],
+                  "train": {"steps": 300, "batch": 64, "n_val": 512, "eval_every": 50, "n_train": None}},
+    }
+
+    @field_validator("levers")
+    @classmethod
+    def _levers(cls, v):
+        for name, lever in v.items():
+            unknown = set(lever) - LEVER_KEYS
+            if unknown:
+                raise ValueError(f"lever {name!r}: unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(LEVER_KEYS))}")
+        return v
+
+    def variants(self):
+        shapes = {"(D,D)": lambda D: (D, D), "(D-1,D)": lambda D: (D - 1, D), "(D,D-1)": lambda D: (D, D - 1)}
+        for D in self.Ds:
+            for kind in self.kinds:
+                heads = shapes[kind](D)
+                if not _heads_ok(heads):
+                    continue
+                for name, lever in self.levers.items():
+                    width = lever.get("width", 1)
+                    extra = {"qk_init": float(lever["qk_init"])} if "qk_init" in lever else {}
+                    model = self.model(heads, self.E * width, **extra)
+                    model["ffn"] = self.ffn * width
+                    yield f"({heads[0]},{heads[1]}) {name}", {"D": D, "d": 4}, self.T, model
+
+    def lever_of(self, label: str) -> str:
+        return label.split(" ", 1)[1]
+
+    def train_for(self, label: str) -> dict:
+        lever = self.levers[self.lever_of(label)]
+        train = self.train.model_dump()
+        steps = train["steps"]
+        for key, value in lever.items():
+            if key == "warmup":
+                train["warmup_steps"] = int(round(value * steps))
+            elif key == "curriculum":
+                train["curriculum"] = [(max(1, int(round(f * self.T))), int(round(g * steps))) for f, g in value]
+            elif key in TrainSpec.model_fields:
+                train[key] = value
+        return TrainSpec.model_validate(train).model_dump()
+
+    def monitor(self, model, targets, T: int):
+        import torch
+        from .probes import head_alignment
+        X = _probe_inputs(model, targets[0], T, self.probe_samples)
+        A = torch.as_tensor(targets[0].A, dtype=X.dtype, device=X.device)
+        return "alignment", lambda m: head_alignment(m, A, X)   # one target per group: never shared shapes
 
 
 class TriangleCenter(Experiment):
@@ -306,7 +415,8 @@ class SpecificPosition(Experiment):
 
 EXPERIMENTS: dict[str, type[Experiment]] = {
     c.name: c for c in (DepthSeparation, KthLargest, Probes, SpecificPosition, IntrinsicDimension,
-                        IntrinsicDimensionDeep, IntrinsicDimensionLong, IntrinsicDimensionWide, TriangleCenter, PairCenter)}
+                        IntrinsicDimensionDeep, IntrinsicDimensionLong, IntrinsicDimensionWide, IntrinsicDimensionLevers,
+                        TriangleCenter, PairCenter)}
 PROFILES = ("quick", "cpu", "paper")   # cpu: the largest scale that fits a 2-core CPU (our choice)
 
 

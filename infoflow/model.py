@@ -37,6 +37,7 @@ class ModelConfig:
     layernorm: bool = False      # App. C.3
     beta: Optional[float] = None  # softmax scaling; None → 1/sqrt(n_l)
     head_dim: Optional[int] = None  # per-head dim n_l (E_l = n_l·h_l); None → n_l = E / h_l
+    qk_init: float = 1.0         # scale of W_Q, W_K at initialisation (the softmax's initial temperature; DEFAULT 1)
 
     def __post_init__(self):
         for name in ("d", "T", "E", "ffn", "out_dim"):
@@ -50,6 +51,9 @@ class ModelConfig:
                 raise ValueError(f"heads: layer {l} has {h} heads, which must divide E = {self.E}")
         if self.head_dim is not None:
             positive_int("head_dim", self.head_dim)
+        if isinstance(self.qk_init, bool) or not isinstance(self.qk_init, (int, float)) or not self.qk_init >= 0 \
+                or not math.isfinite(self.qk_init):
+            raise ValueError(f"qk_init must be a finite number >= 0, got {self.qk_init!r}")
         if self.pe not in ("none", "additive", "augmented"):
             raise ValueError(f"pe must be one of none, additive, augmented; got {self.pe!r}")
         if self.activation not in ("gelu", "relu", "tanh"):
@@ -108,9 +112,9 @@ class EnsembleTransformer(nn.Module):
         # one generator per member: member j is initialised exactly as a lone model with seed j
         gens = [torch.Generator().manual_seed(s) for s in seeds]
 
-        def w(*shape, fan_in):
+        def w(*shape, fan_in, scale=1.0):
             init = torch.stack([torch.randn(*shape, generator=g) for g in gens]) / math.sqrt(fan_in)
-            return nn.Parameter(init.to(device))
+            return nn.Parameter((init if scale == 1.0 else init * scale).to(device))
 
         def zeros(*shape):
             return nn.Parameter(torch.zeros(M, *shape, device=device))
@@ -123,7 +127,8 @@ class EnsembleTransformer(nn.Module):
         for h in cfg.heads:
             inner = self.inner_width(h)   # E (or head_dim·h, then h is every member's)
             layer = nn.ParameterDict(dict(
-                W_Q=w(E, inner, fan_in=E), W_K=w(E, inner, fan_in=E), W_V=w(E, inner, fan_in=E),
+                W_Q=w(E, inner, fan_in=E, scale=cfg.qk_init), W_K=w(E, inner, fan_in=E, scale=cfg.qk_init),
+                W_V=w(E, inner, fan_in=E),
                 W_O=w(inner, E, fan_in=inner),
                 W_1=w(E, m, fan_in=E), b_1=zeros(m), W_2=w(m, E, fan_in=m), b_2=zeros(E)))
             if cfg.layernorm:

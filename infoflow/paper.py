@@ -55,8 +55,9 @@ TABLE_12 = {
 
 
 def config_kind(label: str) -> str:
-    """'(3,3)' → '(D,D)', '(2,3)' → '(D-1,D)', '(3,2)' → '(D,D-1)' for Table 11 labels."""
-    h1, h2 = (int(v) for v in label.strip("()").split(","))
+    """'(3,3)' → '(D,D)', '(2,3)' → '(D-1,D)', '(3,2)' → '(D,D-1)' for Table 11 labels (words after the
+    head counts, such as a lever's name, are ignored)."""
+    h1, h2 = (int(v) for v in label.split(" ", 1)[0].strip("()").split(","))
     return "(D,D)" if h1 == h2 else ("(D-1,D)" if h1 < h2 else "(D,D-1)")
 
 

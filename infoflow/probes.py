@@ -12,7 +12,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["recovery_errors", "probe_table", "probe_rows", "probe_summary"]
+__all__ = ["recovery_errors", "probe_table", "probe_rows", "probe_summary", "head_alignment"]
+
+
+@torch.no_grad()
+def head_alignment(model, A: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Which pairing each first-layer head has learned (Sec. 6.1, eq. 6): for head j and matrix A_i,
+    the fraction of token queries s = 1..T whose most-attended key is argmax_t x_sᵀA_i x_t, the
+    partner that the construction's head i looks up. X (M, B, T, d), A (D, d, d) → (M, h, D);
+    chance is about 1/(T+1) (the CLS key never matches)."""
+    _, records = model(X, record=True)
+    att = records[0]["attention"][:, :, :, 1:, :]            # (M, B, h, T, T+1): token queries
+    looked_up = att.argmax(-1) - 1                            # key position as a token index; CLS → -1
+    A = A.to(X.dtype)
+    scores = torch.einsum("mbsd,ide,mbte->mbist", X, A, X)   # (M, B, D, T, T): x_sᵀ A_i x_t
+    partner = scores.argmax(-1)                               # (M, B, D, T)
+    hits = looked_up[:, :, :, None, :] == partner[:, :, None, :, :]   # (M, B, h, D, T)
+    return hits.double().mean(dim=(1, 4))
 
 
 @torch.no_grad()

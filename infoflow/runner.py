@@ -54,7 +54,7 @@ def model_config(run: dict, target) -> ModelConfig:
     m = run["model"]
     return ModelConfig(d=target.d, T=run["T"], heads=tuple(m["heads"]), E=m["E"], ffn=m["ffn"],
                        out_dim=target.out_dim, pe=m["pe"], activation=m["activation"],
-                       layernorm=m["layernorm"], head_dim=m["head_dim"])
+                       layernorm=m["layernorm"], head_dim=m["head_dim"], qk_init=m.get("qk_init", 1.0))
 
 
 def build_model(group: list[dict], device) -> tuple:
@@ -119,9 +119,10 @@ def train_group(exp, group: list[dict], store: ResultsStore, device: str, progre
     tcfg = TrainConfig(**group[0]["train"])
     before = exp.measure(model, targets[0], group[0]["T"], "init")
     ckpt = Checkpoint(checkpoint_path(store, group), group_key(group), checkpoint_every_s)
+    monitor = exp.monitor(model, targets, group[0]["T"])
     start = time.perf_counter()
     results = train_ensemble(model, targets, seeds, tcfg, progress=progress, checkpoint=ckpt, log=log,
-                             cuda_graph=cuda_graph)
+                             cuda_graph=cuda_graph, monitor=monitor and monitor[1])
     wall = time.perf_counter() - start
     after = exp.measure(model, targets[0], group[0]["T"], "trained")
     prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3),
@@ -139,6 +140,8 @@ def train_group(exp, group: list[dict], store: ResultsStore, device: str, progre
         for measured in (before, after):
             if measured is not None:
                 extras.update(measured[group.index(run)])
+        if monitor:
+            extras[monitor[0]] = res["monitored"]
         if extras:
             record["measurements"] = finite_or_none(extras)
         if res["status"] != "done":
@@ -236,7 +239,7 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
         log(f"warning: {problem}")
     if share_shapes is None:
         share_shapes = device.startswith("cuda")
-    share_shapes = share_shapes and type(exp).measure is Experiment.measure
+    share_shapes = share_shapes and type(exp).measure is Experiment.measure and type(exp).monitor is Experiment.monitor
     groups = group_runs(todo, share_shapes, max_members)
     expected = {checkpoint_path(store, g).name for g in groups}
     for orphan in sorted(p.name for p in store.root.glob(".*.ckpt") if p.name not in expected):

@@ -42,6 +42,10 @@ class TrainConfig:
     n_val: int = 2048
     eval_every: int = 100
     n_train: Optional[int] = None  # a fixed training set, passed over in epochs; None: fresh samples every step
+    # Levers of the Sec. 6.1 optimisation study (all DEFAULT, ours; the values below leave the paper's recipe as it was)
+    warmup_steps: int = 0          # linear warm-up from 0 to lr, then the cosine over the remaining steps
+    beta2: float = 0.999           # Adam's second-moment decay
+    curriculum: tuple = ()         # ((T_1, steps_1), (T_2, steps_2), ...): the first steps_1 steps at length T_1, ...
 
     def __post_init__(self):
         for name in ("steps", "batch", "n_val", "eval_every"):
@@ -52,6 +56,28 @@ class TrainConfig:
             raise ValueError(f"tail_steps must be >= 0, got {self.tail_steps}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"warmup_steps must be an integer in [0, steps = {self.steps}), got {self.warmup_steps!r}")
+        if not 0 < self.beta2 < 1:
+            raise ValueError(f"beta2 must be in (0, 1), got {self.beta2!r}")
+        object.__setattr__(self, "curriculum", tuple(tuple(stage) for stage in self.curriculum))
+        for stage in self.curriculum:
+            if len(stage) != 2:
+                raise ValueError(f"curriculum: each stage must be (T, steps), got {stage!r}")
+            positive_int("curriculum T", stage[0])
+            positive_int("curriculum steps", stage[1])
+        if self.curriculum and self.n_train:
+            raise ValueError("curriculum needs fresh samples (n_train unset): a fixed set has one length")
+        if sum(s for _, s in self.curriculum) >= self.steps:
+            raise ValueError(f"curriculum: its stages must end before steps = {self.steps}")
+
+    def length_at(self, step: int, T: int) -> int:
+        """The sequence length trained at ``step``: the curriculum's stage, then the run's own ``T``."""
+        for stage_T, stage_steps in self.curriculum:
+            if step < stage_steps:
+                return stage_T
+            step -= stage_steps
+        return T
 
 
 def nmse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -62,10 +88,14 @@ def nmse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Cosine annealing from lr to 0 over ``steps``, then ``tail_lr`` for ``tail_steps``."""
+    """Cosine annealing from lr to 0 over ``steps``, then ``tail_lr`` for ``tail_steps``; with
+    ``warmup_steps`` w, a linear rise to lr over the first w steps and the cosine over the rest."""
     if step >= cfg.steps:
         return cfg.tail_lr
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * step / cfg.steps))
+    w = cfg.warmup_steps
+    if step < w:
+        return cfg.lr * (step + 1) / w
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - w) / (cfg.steps - w)))
 
 
 class AdamWEnsemble:
@@ -214,10 +244,10 @@ class _Batches:
             self.X, self.y = draw(target, gens, cfg.n_train, T)
             self.pos = cfg.n_train
 
-    def next(self):
+    def next(self, step: int = 0):
         cfg = self.cfg
         if not cfg.n_train:
-            return draw(self.target, self.gens, cfg.batch, self.T)
+            return draw(self.target, self.gens, cfg.batch, cfg.length_at(step, self.T))
         if self.pos + cfg.batch > cfg.n_train:
             self.epoch_states = [g.get_state() for g in self.gens]
             self.shuffle()
@@ -291,13 +321,15 @@ def _segment(start: int, end: int, device, cuda_graph: bool) -> dict:
             "cuda_graph": cuda_graph}
 
 
-def _training_state(model, opt, batches, step, active, first_bad, best, curve_steps, curve_vals, segments) -> dict:
+def _training_state(model, opt, batches, step, active, first_bad, best, curve_steps, curve_vals, segments,
+                    monitored=()) -> dict:
     """Everything that determines the rest of a training, on the host (generator states as bytes)."""
     cpu = [t.detach().cpu() for t in model.parameters()]
     return {"step": step, "params": cpu, "m": [t.cpu() for t in opt.m], "v": [t.cpu() for t in opt.v],
             "t": opt.t, "batches": batches.state(), "active": active.cpu(), "first_bad": first_bad.cpu(),
             "best": best.cpu(), "curve_steps": list(curve_steps),
-            "curve_vals": torch.stack(curve_vals).cpu() if curve_vals else None, "segments": segments}
+            "curve_vals": torch.stack(curve_vals).cpu() if curve_vals else None, "segments": segments,
+            "monitored": [t.cpu() for t in monitored]}
 
 
 def _restore(state: dict, model, opt, batches) -> Optional[str]:
@@ -391,19 +423,23 @@ class _TrainStep:
 
 def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: Optional[Sequence[float]] = None,
                    progress: bool = False, checkpoint: Optional[Checkpoint] = None, log: Callable = print,
-                   cuda_graph: bool = False) -> list[dict]:
+                   cuda_graph: bool = False, monitor: Optional[Callable] = None) -> list[dict]:
     """Train every member of ``model`` on ``target`` (member j uses ``seeds[j]``; ``target`` may be a
     list of one target per member). Returns one dict per member: status, best_val_nmse,
     final_train_nmse, steps, curve [(step, val_nmse)], error, and ``resumed``: the parts of the
     training done by earlier processes (steps and provenance), when it resumed from ``checkpoint``.
     ``cuda_graph``: after a few eager steps, capture the training step as a CUDA graph and replay it
-    (a CUDA device only; the same computation, far fewer kernel launches)."""
+    (a CUDA device only; the same computation, far fewer kernel launches). ``monitor(model)``, if
+    given, is called at every evaluation and returns a tensor with one row per member (a probe of
+    the model as it trains); each member's rows come back as ``monitored`` [(step, row as lists)]."""
     M, T = model.M, model.cfg.T
     if len(seeds) != M:
         raise ValueError(f"seeds must give one seed per member ({M}), got {len(seeds)}")
     device = next(model.parameters()).device
     if cuda_graph and not _graphs_available(device):
         raise ValueError(f"cuda_graph needs a CUDA device; this model is on {device}")
+    if cuda_graph and cfg.curriculum:
+        raise ValueError("cuda_graph replays one batch shape; a curriculum changes it (train eagerly)")
     if device.type == "cpu":
         reuse_freed_memory()
     target = MemberTargets(target, M)      # grouped once, not at every step's draw
@@ -413,12 +449,13 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
     batches = _Batches(target, gens, cfg, T)
     base_lr = torch.tensor([cfg.lr] * M if lrs is None else list(lrs), device=device)
     params = list(model.parameters())
-    opt = AdamWEnsemble(params, weight_decay=cfg.weight_decay)
+    opt = AdamWEnsemble(params, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
     active = torch.ones(M, device=device)
     first_bad = torch.full((M,), -1, dtype=torch.long, device=device)   # step of a member's first non-finite loss
     best = torch.full((M,), float("inf"), device=device)
     curve_steps: list = []
     curve_vals: list = []   # device tensors, read once at the end: no host-device sync inside the loop
+    monitored: list = []    # monitor(model) at each evaluation, likewise
     total = cfg.steps + cfg.tail_steps
     train_nmse = torch.full((M,), float("nan"), device=device)
     start, resumed = 0, []
@@ -434,10 +471,11 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
             active, first_bad, best = (state[k].to(device) for k in ("active", "first_bad", "best"))
             curve_steps = list(state["curve_steps"])
             curve_vals = [] if state["curve_vals"] is None else list(state["curve_vals"].to(device))
+            monitored = [t.to(device) for t in state.get("monitored", [])]
     saved_at = time.monotonic()
     train_step = _TrainStep(model, opt, cfg, base_lr, active, first_bad, cuda_graph)
     for step in tqdm(range(start, total), initial=start, total=total, disable=not progress, desc="train", leave=False):
-        X, y = batches.next()
+        X, y = batches.next(step)
         pred = train_step(step, X, y)
         with torch.no_grad():
             if step + 1 == total:
@@ -448,10 +486,12 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
                 best = torch.minimum(best, v)
                 curve_steps.append(step + 1)
                 curve_vals.append(v)
+                if monitor is not None:
+                    monitored.append(monitor(model))
                 if checkpoint is not None and step + 1 < total and time.monotonic() - saved_at >= checkpoint.every_s:
                     segments = resumed + [_segment(start, step + 1, device, cuda_graph)]
                     checkpoint.save(_training_state(model, opt, batches, step + 1, active, first_bad, best,
-                                                    curve_steps, curve_vals, segments))
+                                                    curve_steps, curve_vals, segments, monitored))
                     saved_at = time.monotonic()
     curve = list(zip(curve_steps, torch.stack(curve_vals).tolist()))   # the last step always evaluates
     errors = [f"non-finite loss at step {s}" if s >= 0 else None for s in first_bad.tolist()]
@@ -466,7 +506,8 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
                     "best_val_nmse": float(best[j]) if ok else None,
                     "final_train_nmse": finite(train_nmse[j]) if ok else None, "steps": total,
                     "curve": [(s, finite(vals[j])) for s, vals in curve], "error": errors[j] or (None if ok else "diverged"),
-                    "resumed": resumed})
+                    "resumed": resumed,
+                    **({"monitored": [(s, m[j].tolist()) for s, m in zip(curve_steps, monitored)]} if monitor else {})})
     return out
 
 
