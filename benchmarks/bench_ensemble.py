@@ -144,7 +144,7 @@ def main():
                                                           "steps": args.steps, "repeats": args.repeats},
               "threads": torch.get_num_threads(), "reuse_freed_memory": bool(reused),
               "loop_samples_per_s": round(samples / loop_time, 1), "ensemble_samples_per_s": round(samples / ens_time, 1),
-              "ratio": round(loop_time / ens_time, 2),
+              "ratio": float(f"{loop_time / ens_time:.3g}"),   # 3 significant digits: a slow host gives ratios < 0.1
               "ratio_per_repeat": [round(a / b, 2) for a, b in zip(loop_times, ens_times)], **provenance(dev)}
     if args.variants if args.variants is not None else dev.startswith("cuda"):
         # torch.compile and bf16 autocast of the ensemble: speed, and how far each member's loss is from

@@ -12,7 +12,7 @@ def positive_int(name: str, value) -> int:
 
 
 def nonnegative(name: str, value, unit: str = "") -> float:
-    """``value`` if it is a number >= 0, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be >= 0{' ' + unit if unit else ''}, got {value!r}")
+    """``value`` if it is a finite number >= 0, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0{' ' + unit if unit else ''}, got {value!r}")
     return value

@@ -221,17 +221,34 @@ def results(
     root: Optional[str] = typer.Option(None, "--dir", help="results root (default data/)"),
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
 ):
-    """Aggregate an experiment's records over seeds (mean, std, best)."""
-    from .experiments import EXPERIMENTS
-    from .results import aggregate, best_profile, format_rows, load_records
+    """Aggregate an experiment's records over seeds (mean, std, best). Says on stderr which profile
+    it shows and every record it leaves out."""
+    from .experiments import EXPERIMENTS, PROFILES, make_experiment
+    from .results import DATA_DIR, aggregate, best_profile, format_rows, load_records
     if experiment not in EXPERIMENTS:
         fail(f"unknown experiment {experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
+    if profile is not None and profile not in PROFILES:
+        fail(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
     if fmt not in ("table", "csv", "json"):
         fail(f"--format must be table, csv or json; got {fmt!r}")
-    profile = profile or best_profile(experiment, root)
-    records = load_records(experiment, profile, root) if profile else []
+    base = Path(root) if root else DATA_DIR
+    # --dir may be a results root (ROOT/EXPERIMENT/PROFILE/) or a records folder itself (run --out)
+    folder = base if not (base / experiment).is_dir() and any(base.glob("*.json")) else None
+    passed: list = []
+    # default: the largest complete profile, else the largest with any record (said so below)
+    profile = profile or best_profile(experiment, base, folder=folder, passed=passed) or (passed[0][0] if passed else None)
+    passed = [p for p in passed if p[0] != profile]
+    problems: list = []
+    for p in ([profile] if profile else PROFILES):
+        records = load_records(experiment, p, base, problems=problems, folder=folder)
+    for p in sorted(set(map(str, problems))):
+        typer.echo(f"skipped: {p}", err=True)
     if not records:
-        fail(f"no records for {experiment} (profile {profile}); run: infoflow run {experiment}")
+        fail(f"no records for {experiment} (profile {profile}) in {folder or base}; run: infoflow run {experiment}")
+    runs = len(make_experiment(experiment, profile).runs())
+    where = folder or base / experiment / profile
+    note = "".join(f"; profile {p} passed over: {n}/{m} runs recorded" for p, n, m in passed)
+    typer.echo(f"{experiment}, profile {profile}: {len(records)}/{runs} runs recorded in {where}{note}", err=True)
     typer.echo(format_rows(aggregate(records), fmt))
 
 

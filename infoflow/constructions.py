@@ -8,6 +8,13 @@
   one-dimensional squares of xᵀy = (‖x+y‖² − ‖x−y‖²)/4, each square a staircase of N steep tanh
   units (error ∝ 1/N, i.e. O(ε⁻¹) parameters). Layer 2: the CLS attends to argmin_t g_t; the readout
   returns g. RECONSTRUCTED in detail (the proof's constants were lost).
+* :func:`intrinsic_dimension_transformer` — Sec. 6.1 (eq. 6), the mechanism behind Prop. 1 as weights:
+  a two-layer model for F(X) = Σ_i max_{s,t} x_sᵀA_i x_t. Layer-1 head i sends token s to its partner
+  argmax_t x_sᵀA_i x_t and copies it; the FFN forms g_i(s) = x_sᵀA_i x_{t*} by the squares of the
+  polarisation identity; layer-2 head i takes max_s g_i(s) at the CLS; the readout sums. With fewer
+  heads the same recipe must make do: a missing layer-1 head leaves g_i(s) = x_sᵀA_i x_s (the token
+  alone), a missing layer-2 head makes the last head select by a sum of the remaining g_i. Ours
+  (the paper gives no construction for this target).
 * :func:`bit_codec` — Thm 3, first part (App. A.3): encode the d|I| coordinates of X_I in [0,1)
   into m latent numbers by b-bit truncation (Heaviside units), each latent packing the bits of
   ⌈d|I|/m⌉ coordinates; decode by staircases; then every Heaviside unit replaced by a steep tanh
@@ -20,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["depth_separation_transformer", "square_staircase", "BitCodec", "bit_codec", "staircase_units"]
+__all__ = ["depth_separation_transformer", "intrinsic_dimension_transformer", "square_staircase", "BitCodec",
+           "bit_codec", "staircase_units"]
 
 
 def staircase_units(f, lo: float, hi: float, n: int):
@@ -92,6 +100,73 @@ def depth_separation_transformer(T: int, n_steps: int, beta: float = 2000.0, d: 
         l2["W_O"][0] = torch.eye(E)
         # readout: out -> tanh(a*out)/a ~ out
         a = 1e-3
+        model.R_1[0, OUT, 0] = a
+        model.R_2[0, 0, 0] = 1.0 / a
+    return model
+
+
+def intrinsic_dimension_transformer(A, T: int, n_steps: int, heads: tuple | None = None, reach: float = 10.0,
+                                    beta: float = 400.0, kappa: float | None = None, big: float = 50.0):
+    """The (h1, h2) recipe for eq. 6 as an EnsembleTransformer (one member, float64); ``A`` (D, d, d).
+    ``heads`` defaults to (D, D); h1, h2 in {D - 1, D}. Each product x_j·w_j of g_i is
+    ((x_j + w_j)² − (x_j − w_j)²)/4, each square a staircase of ``n_steps`` tanh units on
+    [−``reach``, ``reach``]: FFN width 2·d·D·n_steps. Residual: x | y_1..y_h1 | g_1..g_D | out | const | is_cls."""
+    import torch
+
+    from .model import EnsembleTransformer, ModelConfig
+
+    A = np.asarray(A, dtype=float)
+    D, d, _ = A.shape
+    h1, h2 = heads or (D, D)
+    if not (D - 1 <= h1 <= D and D - 1 <= h2 <= D and min(h1, h2) >= 1):
+        raise ValueError(f"heads must be (h1, h2) with each D - 1 = {D - 1} or D = {D} (and >= 1), got {heads!r}")
+    Y = [slice(d * (i + 1), d * (i + 2)) for i in range(h1)]
+    G = [d * (h1 + 1) + i for i in range(D)]
+    OUT, C, CLS = G[-1] + 1, G[-1] + 2, G[-1] + 3
+    E, n = CLS + 1, d + 1                      # per-head width: d for the pairing, 1 to exclude the CLS key
+    m = 2 * d * D * n_steps
+    cfg = ModelConfig(d=d, T=T, heads=(h1, h2), E=E, ffn=m, activation="tanh", beta=1.0, head_dim=n)
+    model = EnsembleTransformer(cfg, members=1).double()
+    kappa = kappa if kappa is not None else 2.0 * n_steps / reach
+    sb = math.sqrt(beta)
+    At = torch.as_tensor(A, dtype=torch.float64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.W_in[0, :, :d] = torch.eye(d)
+        model.b_in[0, C] = 1.0
+        model.cls[0, C], model.cls[0, CLS] = 1.0, 1.0
+        l1, l2 = model.layers
+        for i in range(h1):                    # layer 1, head i: s → argmax_t x_sᵀA_i x_t, copy x_t into y_i
+            cols = slice(i * n, i * n + d)
+            l1["W_Q"][0, :d, cols] = sb * At[i]
+            l1["W_K"][0, :d, cols] = sb * torch.eye(d)
+            l1["W_Q"][0, C, i * n + d] = sb
+            l1["W_K"][0, CLS, i * n + d] = -big * sb
+            l1["W_V"][0, :d, cols] = torch.eye(d)
+            l1["W_O"][0, cols, Y[i]] = torch.eye(d)
+        mids, jumps, _ = staircase_units(np.square, -reach, reach, n_steps)
+        unit = 0
+        for i in range(D):                     # layer-1 FFN: g_i = Σ_j x_j (A_i y_i)_j  (y_i = x without head i)
+            src = Y[i] if i < h1 else slice(0, d)
+            for j in range(d):
+                for sign in (1.0, -1.0):
+                    for mk, dk in zip(mids, jumps):
+                        l1["W_1"][0, j, unit] += kappa
+                        l1["W_1"][0, src, unit] += sign * kappa * At[i, j]
+                        l1["b_1"][0, unit] = -kappa * mk
+                        l1["W_2"][0, unit, G[i]] = sign * dk / 8.0
+                        unit += 1
+        for i in range(h2):                    # layer 2, head i: the CLS takes max_s g_i(s); the last head
+            rest = G[i:] if i == h2 - 1 else [G[i]]   # of h2 = D - 1 selects by the sum of the g_i left
+            for g in rest:
+                l2["W_K"][0, g, i * n] = sb
+                l2["W_V"][0, g, i * n] = 1.0
+            l2["W_Q"][0, C, i * n] = sb
+            l2["W_Q"][0, C, i * n + 1] = sb
+            l2["W_K"][0, CLS, i * n + 1] = -big * sb
+            l2["W_O"][0, i * n, OUT] = 1.0
+        a = 1e-4                               # readout: tanh(a·out)/a ≈ out
         model.R_1[0, OUT, 0] = a
         model.R_2[0, 0, 0] = 1.0 / a
     return model

@@ -8,9 +8,10 @@ into ensembles (runs equal but for the seed) and trains.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, field_validator,
+                      model_validator)
 
 from .targets import TARGETS
 
@@ -21,23 +22,38 @@ class ConfigError(ValueError):
     """A bad experiment, profile or key; the message names the field and the allowed values."""
 
 
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Seed = Annotated[int, Field(ge=0, lt=2 ** 63)]
+
+
 class TrainSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     steps: PositiveInt = 1000
     batch: PositiveInt = 256
-    lr: float = 1e-3                 # THIRD-PARTY
-    weight_decay: float = 1e-2       # THIRD-PARTY
-    grad_clip: float = 1.0           # DEFAULT
-    tail_steps: int = 0
-    tail_lr: float = 1e-4
+    lr: Positive = 1e-3              # THIRD-PARTY
+    weight_decay: NonNegative = 1e-2  # THIRD-PARTY
+    grad_clip: Positive = 1.0        # DEFAULT
+    tail_steps: NonNegativeInt = 0
+    tail_lr: NonNegative = 1e-4
     n_val: PositiveInt = 2048
     eval_every: PositiveInt = 100
     n_train: Optional[PositiveInt] = None
     # levers of the Sec. 6.1 study (DEFAULT, ours); left out of a run's config while they hold these
     # values, so the records written before they existed keep their config hashes
-    warmup_steps: int = 0
-    beta2: float = 0.999
+    warmup_steps: NonNegativeInt = 0
+    beta2: Annotated[float, Field(gt=0, lt=1)] = 0.999
     curriculum: list[tuple[PositiveInt, PositiveInt]] = []
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be less than steps ({self.steps})")
+        if self.n_train is not None and self.n_train < self.batch:
+            raise ValueError(f"n_train ({self.n_train}) must be at least batch ({self.batch})")
+        if self.curriculum and (self.n_train or sum(s for _, s in self.curriculum) >= self.steps):
+            raise ValueError("curriculum needs fresh samples (n_train null) and stages that end before steps")
+        return self
 
 
 LATER_KEYS = {"train": {"warmup_steps": 0, "beta2": 0.999, "curriculum": []}, "model": {"qk_init": 1.0}}
@@ -56,7 +72,7 @@ class Experiment(BaseModel):
     description: ClassVar[str] = ""
     target: ClassVar[str] = ""
     profiles: ClassVar[dict] = {}
-    seeds: list[int] = [0, 1, 2]
+    seeds: list[Seed] = [0, 1, 2]
     ffn: PositiveInt = 128
     activation: Literal["gelu", "relu", "tanh"] = "gelu"
     train: TrainSpec = TrainSpec()
@@ -201,7 +217,6 @@ LEVERS = {
     "lr 1e-2": {"lr": 1e-2},
     "lr 3e-3, warm-up 10%": {"lr": 3e-3, "warmup": 0.1},
     "batch 64": {"batch": 64},
-    "batch 1024": {"batch": 1024},
     "beta2 0.95": {"beta2": 0.95},
     "qk init x0.1": {"qk_init": 0.1},
     "qk init x3": {"qk_init": 3.0},
@@ -469,7 +484,8 @@ def make_experiment(name: str, profile: str = "quick", overrides: Optional[dict]
         if e["type"] == "extra_forbidden":
             allowed = sorted(cls.model_fields) if len(e["loc"]) == 1 else sorted(TrainSpec.model_fields)
             raise ConfigError(f"{name}: unknown key {field!r}; allowed: {', '.join(allowed)}") from None
-        raise ConfigError(f"{name}: {field}: {e['msg']} (got {e.get('input')!r})") from None
+        got = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) or len(e["loc"]) > 1 else ""
+        raise ConfigError(f"{name}: {field or 'config'}: {e['msg']}{got}") from None
     for run in exp.runs():
         m = run["model"]
         for l, h in enumerate(m["heads"], 1):

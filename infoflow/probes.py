@@ -19,15 +19,17 @@ __all__ = ["recovery_errors", "probe_table", "probe_rows", "probe_summary", "hea
 def head_alignment(model, A: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """Which pairing each first-layer head has learned (Sec. 6.1, eq. 6): for head j and matrix A_i,
     the fraction of token queries s = 1..T whose most-attended key is argmax_t x_sᵀA_i x_t, the
-    partner that the construction's head i looks up. X (M, B, T, d), A (D, d, d) → (M, h, D);
-    chance is about 1/(T+1) (the CLS key never matches)."""
+    partner the construction's head i looks up; then the same for A_iᵀ (argmax_t x_tᵀA_i x_s), the
+    other orientation, which serves max_{s,t} x_sᵀA_i x_t as well. X (M, B, T, d), A (D, d, d) →
+    (M, h, 2D): columns A_1..A_D, then A_1ᵀ..A_Dᵀ. Chance is about 1/(T+1) (a CLS key never matches)."""
     _, records = model(X, record=True)
     att = records[0]["attention"][:, :, :, 1:, :]            # (M, B, h, T, T+1): token queries
     looked_up = att.argmax(-1) - 1                            # key position as a token index; CLS → -1
     A = A.to(X.dtype)
-    scores = torch.einsum("mbsd,ide,mbte->mbist", X, A, X)   # (M, B, D, T, T): x_sᵀ A_i x_t
-    partner = scores.argmax(-1)                               # (M, B, D, T)
-    hits = looked_up[:, :, :, None, :] == partner[:, :, None, :, :]   # (M, B, h, D, T)
+    both = torch.cat([A, A.transpose(-1, -2)])                # (2D, d, d)
+    scores = torch.einsum("mbsd,ide,mbte->mbist", X, both, X)   # (M, B, 2D, T, T): x_sᵀ A x_t
+    partner = scores.argmax(-1)                               # (M, B, 2D, T)
+    hits = looked_up[:, :, :, None, :] == partner[:, :, None, :, :]   # (M, B, h, 2D, T)
     return hits.double().mean(dim=(1, 4))
 
 

@@ -18,28 +18,38 @@ __all__ = ["load_records", "aggregate", "format_rows", "DATA_DIR", "best_profile
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
-def load_records(experiment: str, profile: str, root: Optional[Path] = None, current: bool = True) -> list[dict]:
-    """Valid records of ``experiment`` under ``profile`` (``root``/experiment/profile, default data/).
-    With ``current`` only the records of the experiment's present config for that profile, so a
-    folder holding runs of an older config never mixes them into a table."""
+def load_records(experiment: str, profile: str, root: Optional[Path] = None, current: bool = True,
+                 problems: Optional[list] = None, folder: Optional[Path] = None) -> list[dict]:
+    """Valid records of ``experiment`` under ``profile`` (``root``/experiment/profile, default data/;
+    or the records folder ``folder`` itself). With ``current`` only the records of the experiment's
+    present config for that profile, so a folder holding runs of an older config never mixes them
+    into a table. Records that are invalid are left out and, with ``problems``, listed there."""
     from .experiments import make_experiment
     from .store import config_hash
-    store = ResultsStore(Path(root or DATA_DIR) / experiment / profile)
+    store = ResultsStore(Path(folder) if folder is not None else Path(root or DATA_DIR) / experiment / profile)
     records = store.records()
+    if problems is not None:
+        problems.extend(store.problems)
     if current:
         wanted = {config_hash(r) for r in make_experiment(experiment, profile).runs()}
         records = [r for r in records if r["config_hash"] in wanted]
     return records
 
 
-def best_profile(experiment: str, root: Optional[Path] = None, order=("paper", "cpu", "quick")) -> Optional[str]:
-    """The largest profile whose every run has a record in ``root`` (paper, then cpu, then quick);
-    a sweep still running (or killed midway) does not count, nor does a profile without runs."""
+def best_profile(experiment: str, root: Optional[Path] = None, order=("paper", "cpu", "quick"),
+                 folder: Optional[Path] = None, passed: Optional[list] = None) -> Optional[str]:
+    """The largest profile whose every run has a record in ``root`` (paper, then cpu, then quick; or
+    in the records folder ``folder``); a sweep still running (or killed midway) does not count, nor
+    does a profile without runs. With ``passed``, the larger profiles passed over are listed there
+    as (profile, valid records, runs)."""
     from .experiments import make_experiment
     for p in order:
         expected = len(make_experiment(experiment, p).runs())
-        if expected and len(load_records(experiment, p, root)) == expected:
+        found = len(load_records(experiment, p, root, folder=folder))
+        if expected and found == expected:
             return p
+        if passed is not None and found:
+            passed.append((p, found, expected))
     return None
 
 

@@ -111,9 +111,32 @@ def group_runs(runs: list[dict], share_shapes: bool = False, max_members: Option
 
 
 def train_group(exp, group: list[dict], store: ResultsStore, device: str, progress: bool = False,
-                log: Callable = print, checkpoint_every_s: float = CHECKPOINT_EVERY_S, cuda_graph: bool = False) -> None:
+                log: Callable = print, checkpoint_every_s: float = CHECKPOINT_EVERY_S, cuda_graph: bool = False) -> int:
     """Train one ensemble (see :func:`group_runs`), resuming from its checkpoint if one was saved,
-    and write one record per run (``cuda_graph``: see :func:`~infoflow.train.train_ensemble`)."""
+    and write one record per run (``cuda_graph``: see :func:`~infoflow.train.train_ensemble`). The
+    number of runs trained is returned. The group's runs are claimed first (:meth:`~infoflow.store.ResultsStore.claim`): a group another live
+    sweep holds, or whose records appeared meanwhile, is left alone. Under Slurm the ledger of
+    submitted jobs keeps a group from running twice, and a claim could not be checked across nodes,
+    so jobs there do not claim."""
+    hashes = [config_hash(r) for r in group]
+    if "SLURM_JOB_ID" not in os.environ:
+        holder = store.claim(hashes)
+        if holder is not None:
+            log(f"skipped: ensemble {group[0]['label']} T={group[0]['T']} ({len(group)} runs) is being trained by {holder}")
+            return 0
+        try:
+            if any(store.get(h) is not None for h in hashes):
+                log(f"skipped: ensemble {group[0]['label']} T={group[0]['T']}: recorded by another sweep meanwhile")
+                return 0
+            _train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph)
+        finally:
+            store.release(hashes)
+    else:
+        _train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph)
+    return len(group)
+
+
+def _train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph) -> None:
     seeds = [r["seed"] for r in group]
     targets, model = build_model(group, device)
     tcfg = TrainConfig(**group[0]["train"])
@@ -159,9 +182,9 @@ def train_group_job(name: str, profile: str, overrides: dict, group: list, root:
     if threads:
         torch.set_num_threads(threads)
     exp = make_experiment(name, profile, overrides)
-    train_group(exp, group, ResultsStore(Path(root)), device, progress=False, log=print,
-                checkpoint_every_s=checkpoint_every_s, cuda_graph=cuda_graph)
-    return [config_hash(r) for r in group]
+    trained = train_group(exp, group, ResultsStore(Path(root)), device, progress=False, log=print,
+                          checkpoint_every_s=checkpoint_every_s, cuda_graph=cuda_graph)
+    return [config_hash(r) for r in group] if trained else []
 
 
 def group_cost(group: list[dict]) -> float:
@@ -185,10 +208,11 @@ def die_with_parent() -> None:
 
 def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: ResultsStore, device: str,
                       workers: int, progress: bool, log: Callable, checkpoint_every_s: float,
-                      cuda_graph: bool = False) -> None:
+                      cuda_graph: bool = False) -> int:
     """Train groups concurrently in ``workers`` processes (spawned: safe with CUDA). Tiny models leave
     a GPU launch-bound and idle, so several ensembles in flight keep it busy; on a CPU each worker
     gets its share of the cores. A group that fails is reported; the others go on, a rerun resumes."""
+    trained = 0
     threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 1
     ctx = multiprocessing.get_context("spawn")
     order = sorted(groups, key=group_cost, reverse=True)
@@ -200,6 +224,9 @@ def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: R
                 g = futures[fut]
                 log(f"failed: ensemble {g[0]['label']} T={g[0]['T']} ({len(g)} runs): {fut.exception()!r}; "
                     "rerun to train it")
+            else:
+                trained += len(fut.result())
+    return trained
 
 
 def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] = None,
@@ -222,11 +249,18 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
         nonnegative("checkpoint_every", checkpoint_every_s, "seconds")
     max_members = MAX_MEMBERS if max_members is None else positive_int("max_members", max_members)
     exp = make_experiment(name, profile, overrides)
+    if not exp.runs():
+        raise ValueError(f"{name}: no runs under profile {profile} with these settings (an empty list?)")
+    if out is not None and not str(out).strip():
+        raise ValueError("out must name a folder, got an empty string")
     device = check_device(device or ("cpu" if executor == "slurm" else default_device()), local=executor == "local")
     if cuda_graph and not device.startswith("cuda"):
         raise ValueError(f"cuda_graph needs a CUDA device (--device cuda), got {device!r}")
     store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)
     store.ensure_writable()
+    debris = store.clean_debris()
+    if debris:
+        log(f"removed {len(debris)} leftover temporary file(s) or stale claim(s) from an interrupted sweep")
     runs = exp.runs()
     todo, skipped = [], 0
     for run in runs:
@@ -254,22 +288,23 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
                      cuda_graph)
     elif executor != "local":
         raise ValueError(f"executor must be local or slurm, got {executor!r}")
+        trained = len(todo)
     elif workers > 1 and len(groups) > 1:
-        _train_in_workers(exp, profile, overrides or {}, groups, store, device, workers, progress, log,
-                          checkpoint_every_s, cuda_graph)
+        trained = _train_in_workers(exp, profile, overrides or {}, groups, store, device, workers, progress, log,
+                                    checkpoint_every_s, cuda_graph)
     else:
-        for group in tqdm(groups, disable=not progress, desc=name):
-            train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph)
+        trained = sum(train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph)
+                      for group in tqdm(groups, disable=not progress, desc=name))
     wall = round(time.perf_counter() - start, 1)
     hashes = {config_hash(r) for r in runs}
     records = [r for r in store.records() if r["config_hash"] in hashes]
     if todo and executor == "local":
         # the sweep's own wall time (with workers, less than the sum of the records' wall times)
-        sweep = {"experiment": name, "profile": profile, "trained": len(todo), "ensembles": len(groups),
+        sweep = {"experiment": name, "profile": profile, "trained": trained, "ensembles": len(groups),
                  "workers": workers, "share_shapes": share_shapes, "cuda_graph": cuda_graph, "wall_time_s": wall,
                  "recorded_after": len(records),
                  **provenance(device)}
         with open(store.root / "sweeps.jsonl", "a") as fh:
             fh.write(json.dumps(sweep) + "\n")
     return {"experiment": name, "profile": profile, "device": device, "executor": executor, "store": str(store.root),
-            "runs": len(runs), "skipped": skipped, "trained": len(todo), "records": records, "wall_time_s": wall}
+            "runs": len(runs), "skipped": skipped, "trained": trained, "records": records, "wall_time_s": wall}

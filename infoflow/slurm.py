@@ -40,6 +40,8 @@ def load_slurm_options(path: str | None, **flags) -> dict:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as err:
             raise ValueError(f"--slurm-config {path}: cannot read a JSON object ({err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"--slurm-config {path}: must hold a JSON object of options, got {json.dumps(data)}")
         unknown = set(data) - set(SLURM_DEFAULTS)
         if unknown:
             raise ValueError(f"--slurm-config: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(SLURM_DEFAULTS)}")
@@ -76,7 +78,14 @@ def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: Result
                  opts: dict, progress: bool, log: Callable, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
                  cuda_graph: bool = False) -> list:
     """Submit (or re-attach to) one array job per sweep and wait; returns the failed job ids."""
+    import shutil
+
     import submitit
+
+    missing = [tool for tool in ("sbatch", "squeue", "srun") if shutil.which(tool) is None]
+    if missing:
+        raise ValueError(f"--executor slurm needs Slurm's commands on PATH; not found: {', '.join(missing)} "
+                         "(use --executor local here)")
 
     opts = {**SLURM_DEFAULTS, **opts}
     folder = store.root / ".slurm"

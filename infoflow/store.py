@@ -3,7 +3,10 @@ written atomically (temp file + fsync + rename), with provenance. Nothing is eve
 
 A record holds ``config``, ``config_hash``, ``status`` (``done`` / ``failed``), ``metrics``
 (``best_val_nmse``, ``final_train_nmse``, ``steps``), ``provenance`` and, for failures, ``error``.
-A file that does not parse, whose hash does not match its config, or that lacks a field is
+Every record read is checked against one schema (:class:`RecordSchema`): a done run has a finite,
+non-negative ``best_val_nmse``; a failed one names its error. Each record carries ``content_sha256``,
+the hash of everything else in it, so an edit by hand is caught. A file that does not parse, whose
+hash does not match its config, that breaks the schema or whose content hash does not match is
 reported and treated as missing, so the run is done again; it is never used.
 """
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -19,17 +23,100 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
 from . import __version__
 
-__all__ = ["config_hash", "code_sha256", "provenance", "atomic_write", "ResultsStore", "RecordProblem", "REQUIRED"]
+__all__ = ["config_hash", "code_sha256", "content_sha256", "seal", "provenance", "atomic_write", "ResultsStore",
+           "RecordProblem", "RecordSchema", "record_problem", "REQUIRED"]
 
-REQUIRED = ("config", "config_hash", "status", "metrics", "provenance")
+REQUIRED = ("config", "config_hash", "status", "metrics", "provenance", "content_sha256")
+
+
+class _Metrics(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    best_val_nmse: Optional[float] = None
+    final_train_nmse: Optional[float] = None
+    steps: int
+
+
+class _Provenance(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    version: str
+    device_name: str
+    seed: int
+
+
+class RecordSchema(BaseModel):
+    """What every record must hold (more keys are allowed: curve, measurements, parameters, ...)."""
+    model_config = ConfigDict(extra="allow")
+    config: dict
+    config_hash: str
+    status: str
+    metrics: _Metrics
+    provenance: _Provenance
+    content_sha256: str
+    error: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        m = self.metrics
+        if self.status == "done":
+            if m.best_val_nmse is None or not math.isfinite(m.best_val_nmse) or m.best_val_nmse < 0:
+                raise ValueError(f"status done needs a finite best_val_nmse >= 0, got {m.best_val_nmse!r}")
+            if m.final_train_nmse is not None and not math.isfinite(m.final_train_nmse):
+                raise ValueError(f"final_train_nmse must be finite or null, got {m.final_train_nmse!r}")
+        elif self.status == "failed":
+            if not self.error:
+                raise ValueError("status failed needs an error saying why")
+        else:
+            raise ValueError(f"unknown status {self.status!r} (done or failed)")
+        if m.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {m.steps}")
+        return self
 
 
 def config_hash(config: dict) -> str:
     """sha256 of the canonical JSON of ``config`` (sorted keys), first 16 hex digits."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def content_sha256(record: dict) -> str:
+    """sha256 (16 hex digits) of a record's canonical JSON without its ``content_sha256``."""
+    body = {k: v for k, v in record.items() if k != "content_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def seal(record: dict) -> dict:
+    """``record`` with its ``content_sha256`` set."""
+    return {**record, "content_sha256": content_sha256(record)}
+
+
+def record_problem(record, name: str = "") -> Optional[str]:
+    """Why ``record`` (a parsed JSON value) is not a valid record, or None. ``name``: the file's stem,
+    which must be the config hash."""
+    if not isinstance(record, dict):
+        return f"not a JSON object ({type(record).__name__})"
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        return f"missing fields {missing}"
+    if not isinstance(record["config"], dict) or record["config_hash"] != config_hash(record["config"]) \
+            or (name and name != record["config_hash"]):
+        return "hash does not match its config"
+    try:
+        RecordSchema.model_validate(record)
+    except ValidationError as err:
+        e = err.errors()[0]
+        where = ".".join(str(p) for p in e["loc"]) or "record"
+        return f"{where}: {e['msg']}"
+    try:
+        if record["content_sha256"] != content_sha256(record):
+            return "content does not match its content_sha256 (edited after it was written?)"
+    except ValueError:
+        return "holds a non-finite number (NaN or inf)"
+    return None
 
 
 def _git(*args: str) -> Optional[str]:
@@ -131,12 +218,12 @@ class ResultsStore:
             raise PermissionError(f"output folder {self.root} is not writable: {err.strerror or err}") from None
 
     def write(self, record: dict) -> Path:
-        """Atomically write ``record`` (temp file in the same folder, fsync, rename, fsync folder)."""
-        missing = [k for k in REQUIRED if k not in record]
-        if missing:
-            raise ValueError(f"record lacks {missing}")
-        if record["config_hash"] != config_hash(record["config"]):
-            raise ValueError("record config_hash does not match its config")
+        """Seal ``record`` (:func:`seal`), check it and write it atomically (temp file in the same
+        folder, fsync, rename, fsync folder)."""
+        record = seal(record)
+        problem = record_problem(record)
+        if problem:
+            raise ValueError(f"record not written: {problem}")
         self.root.mkdir(parents=True, exist_ok=True)
         data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
         return atomic_write(self.path(record["config_hash"]), data.encode())
@@ -148,14 +235,9 @@ class ResultsStore:
         except (OSError, ValueError) as err:
             self.problems.append(RecordProblem(str(path), f"unreadable or truncated ({type(err).__name__}); will re-run"))
             return None
-        if not isinstance(record, dict) or any(k not in record for k in REQUIRED):
-            self.problems.append(RecordProblem(str(path), f"missing fields {[k for k in REQUIRED if k not in (record or {})]}; will re-run"))
-            return None
-        if record["config_hash"] != config_hash(record["config"]) or Path(path).stem != record["config_hash"]:
-            self.problems.append(RecordProblem(str(path), "hash does not match its config; will re-run"))
-            return None
-        if record["status"] not in ("done", "failed"):
-            self.problems.append(RecordProblem(str(path), f"unknown status {record['status']!r}; will re-run"))
+        problem = record_problem(record, Path(path).stem)
+        if problem:
+            self.problems.append(RecordProblem(str(path), f"{problem}; will re-run"))
             return None
         version = record["provenance"].get("version")
         if version != __version__:
@@ -175,3 +257,113 @@ class ResultsStore:
 
     def finished(self, hashes: Iterable[str]) -> set:
         return {h for h in hashes if self.get(h) is not None}
+
+    # Claims: a run being trained has a claim file ``.<hash>.claim`` naming its process, so two sweeps
+    # on one folder split the work instead of training every run twice. A claim whose process is gone
+    # (same machine) is taken over; one from another machine is honoured.
+
+    def claim_path(self, h: str) -> Path:
+        return self.root / f".{h}.claim"
+
+    def claim(self, hashes: Iterable[str]) -> Optional[str]:
+        """Claim every run of ``hashes`` for this process; None when done, else who holds one (and
+        nothing is claimed)."""
+        taken = []
+        for h in hashes:
+            holder = self._claim_one(h)
+            if holder is not None:
+                self.release(taken)
+                return holder
+            taken.append(h)
+        return None
+
+    def release(self, hashes: Iterable[str]) -> None:
+        for h in hashes:
+            path = self.claim_path(h)
+            if _read_owner(path) == _owner():
+                path.unlink(missing_ok=True)
+
+    def live_claims(self) -> list[str]:
+        """Claims in the folder held by other live processes (or other machines)."""
+        return [str(p) for p in self.root.glob(".*.claim") if (o := _read_owner(p)) and o != _owner() and _alive(o)]
+
+    def clean_debris(self) -> list[str]:
+        """Remove temporary files a killed writer left (``.*.tmp``) and stale claims, unless another
+        live process claims runs here (its temporary files may be in flight); returns what went."""
+        if not self.root.exists() or self.live_claims():
+            return []
+        gone = []
+        for p in list(self.root.glob(".*.tmp")) + list(self.root.glob(".*.claim")):
+            if p.suffix == ".tmp" or not _alive(_read_owner(p) or {}):
+                p.unlink(missing_ok=True)
+                gone.append(p.name)
+        return gone
+
+    def _claim_one(self, h: str) -> Optional[str]:
+        path = self.claim_path(h)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _read_owner(path)
+                if owner == _owner():
+                    return None
+                if owner and _alive(owner):
+                    return f"process {owner['pid']} on {owner['host']}"
+                path.unlink(missing_ok=True)   # its process is gone: take it over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(_owner()))
+            return None
+        return f"a claim on {path.name} that keeps reappearing"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> Optional[str]:
+    """The process's start time (clock ticks since boot; Linux), so a reused pid is not mistaken for it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+_OWNERS: dict = {}
+
+
+def _owner() -> dict:
+    """This process as a claim's owner (computed per process: a forked child is another owner)."""
+    pid = os.getpid()
+    if pid not in _OWNERS:
+        _OWNERS[pid] = {"pid": pid, "host": platform.node(), "boot": _boot_id(), "start": _start_time(pid)}
+    return _OWNERS[pid]
+
+
+def _read_owner(path: Path) -> Optional[dict]:
+    try:
+        owner = json.loads(Path(path).read_text())
+        return owner if isinstance(owner, dict) and "pid" in owner else None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(owner: dict) -> bool:
+    """Whether a claim's process still runs: on another machine (or boot) we cannot tell, so yes."""
+    if not owner:
+        return False
+    me = _owner()
+    if owner.get("host") != me["host"] or owner.get("boot") != me["boot"]:
+        return True
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError):
+        return True
+    return _start_time(int(owner["pid"])) == owner.get("start")

@@ -54,8 +54,10 @@ class TrainConfig:
             raise ValueError(f"n_train must be an integer >= batch ({self.batch}), got {self.n_train!r}")
         if self.tail_steps < 0:
             raise ValueError(f"tail_steps must be >= 0, got {self.tail_steps}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name, low in (("lr", "positive"), ("grad_clip", "positive"), ("weight_decay", ">= 0"), ("tail_lr", ">= 0")):
+            value = getattr(self, name)
+            if not math.isfinite(value) or (value <= 0 if low == "positive" else value < 0):
+                raise ValueError(f"{name} must be a finite number {low}, got {value!r}")
         if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must be an integer in [0, steps = {self.steps}), got {self.warmup_steps!r}")
         if not 0 < self.beta2 < 1:
@@ -490,8 +492,12 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
                     monitored.append(monitor(model))
                 if checkpoint is not None and step + 1 < total and time.monotonic() - saved_at >= checkpoint.every_s:
                     segments = resumed + [_segment(start, step + 1, device, cuda_graph)]
-                    checkpoint.save(_training_state(model, opt, batches, step + 1, active, first_bad, best,
-                                                    curve_steps, curve_vals, segments, monitored))
+                    try:
+                        checkpoint.save(_training_state(model, opt, batches, step + 1, active, first_bad, best,
+                                                        curve_steps, curve_vals, segments, monitored))
+                    except OSError as err:   # a full disk, say: the training goes on without this save
+                        log(f"warning: checkpoint {checkpoint.path} not saved at step {step + 1} "
+                            f"({err.strerror or err}); training goes on")
                     saved_at = time.monotonic()
     curve = list(zip(curve_steps, torch.stack(curve_vals).tolist()))   # the last step always evaluates
     errors = [f"non-finite loss at step {s}" if s >= 0 else None for s in first_bad.tolist()]

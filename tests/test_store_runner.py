@@ -29,7 +29,7 @@ def tiny(**extra):
 
 def record(cfg):
     return {"config": cfg, "config_hash": config_hash(cfg), "status": "done",
-            "metrics": {"best_val_nmse": 0.1, "final_train_nmse": 0.2, "steps": 3}, "provenance": provenance()}
+            "metrics": {"best_val_nmse": 0.1, "final_train_nmse": 0.2, "steps": 3}, "provenance": provenance(seed=0)}
 
 
 def test_config_hash_is_canonical():
@@ -58,7 +58,7 @@ def test_write_read_and_problems(tmp_path):
     assert store.get(old["config_hash"]) is None and "written by infoflow 0.0.1" in str(store.problems[-1])
     with pytest.raises(ValueError, match="does not match"):
         store.write({**record({"x": 5}), "config_hash": "0" * 16})
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(ValueError, match="missing fields"):
         store.write({"config": {}})
 
 
@@ -222,7 +222,17 @@ def test_resume_after_sigkill(tmp_path):
     (["run"], "EXPERIMENT is required"),
     (["run", "intrinsic-dimension", "--workers", "0"], "workers must be a positive integer"),
     (["run", "intrinsic-dimension", "--max-members", "0"], "max_members must be a positive integer"),
-    (["run", "intrinsic-dimension", "--checkpoint-every", "-5"], "checkpoint_every must be >= 0 seconds"),
+    (["run", "intrinsic-dimension", "--checkpoint-every", "-5"], "checkpoint_every must be a finite number >= 0 seconds"),
+    (["run", "intrinsic-dimension", "--checkpoint-every", "inf"], "checkpoint_every must be a finite number >= 0 seconds"),
+    (["run", "intrinsic-dimension", "--out", ""], "out must name a folder"),
+    (["run", "intrinsic-dimension", "--set", "Ds=[]"], "no runs under profile quick"),
+    (["run", "intrinsic-dimension", "--set", "train.grad_clip=-1"], "train.grad_clip: Input should be greater than 0"),
+    (["run", "intrinsic-dimension", "--set", "train.weight_decay=-100"], "train.weight_decay: Input should be greater than or equal to 0"),
+    (["run", "intrinsic-dimension", "--set", "train.lr=inf"], "train.lr: Input should be a finite number"),
+    (["run", "intrinsic-dimension", "--set", "train.lr=NaN"], "train.lr: Input should be a finite number"),
+    (["run", "intrinsic-dimension", "--set", "train.steps.x=5"], "train.steps: Input should be a valid integer"),
+    (["run", "intrinsic-dimension", "--set", "seeds=[100000000000000000000]"], "seeds.0: Input should be less than"),
+    (["run", "intrinsic-dimension", "--set", "seeds=[1e20]"], "seeds.0"),
     (["run", "intrinsic-dimension", "--device", "cpu", "--cuda-graph"], "cuda_graph needs a CUDA device"),
 ])
 def test_run_bad_config_one_line_exit_2(args, field):

@@ -123,13 +123,32 @@ def test_unwritable_output_folder(tmp_path):
     assert r.returncode == 2 and "not writable" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_two_sweeps_on_one_store_make_no_duplicates(tmp_path, reference):
+def test_two_sweeps_on_one_store_split_the_work(tmp_path, reference):
+    """Two sweeps on one folder: every run is trained once (claims), by one sweep or the other, and
+    the records equal an unshared sweep's; no claim or temporary file is left."""
     procs = [subprocess.Popen(cmd(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
              for _ in range(2)]
     for p in procs:
         assert p.wait() == 0
     files = list(tmp_path.glob("*.json"))
-    assert len(files) == N_RUNS and not list(tmp_path.glob(".*.tmp"))
+    assert len(files) == N_RUNS and not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob(".*.claim"))
+    trained = [json.loads(line)["trained"] for line in (tmp_path / "sweeps.jsonl").read_text().splitlines()]
+    assert sum(trained) == N_RUNS, trained
+    assert_same(by_hash(tmp_path), reference)
+
+
+def test_a_killed_sweeps_claims_and_temporary_files_are_cleaned_and_its_runs_retrained(tmp_path, reference):
+    """A claim left by a dead process is taken over; stale temporary files are removed on start."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store = ResultsStore(tmp_path)
+    from infoflow.store import _owner
+    owner = {**_owner(), "pid": int(dead.stdout), "start": "0"}
+    first = next(iter(reference))
+    tmp_path.joinpath(f".{first}.claim").write_text(json.dumps(owner))
+    tmp_path.joinpath(".abc-123.tmp").write_text("half a record")
+    r = run(tmp_path)
+    assert "removed 2 leftover" in r.stderr
+    assert not list(tmp_path.glob(".*.claim")) and not list(tmp_path.glob(".*.tmp"))
     assert_same(by_hash(tmp_path), reference)
 
 
@@ -140,6 +159,17 @@ def test_a_diverged_run_is_recorded_failed_and_the_sweep_finishes(tmp_path):
     failed = [x for x in records.values() if x["status"] == "failed"]
     assert failed and all(x["error"] for x in failed) and "failed:" in r.stderr
     assert all(x["provenance"]["version"] == __version__ for x in records.values())
+
+
+def _checkpoint_states(folder: Path) -> set:
+    """(name, mtime) of every checkpoint saved in ``folder``: a new element is a new save."""
+    out = set()
+    for p in Path(folder).glob(".*.ckpt"):
+        try:
+            out.add((p.name, p.stat().st_mtime_ns))
+        except FileNotFoundError:   # removed as its records were written
+            pass
+    return out
 
 
 LONG = ["depth-separation", "--quiet", "--set", "train.steps=600", "--set", "train.eval_every=20",
@@ -158,9 +188,14 @@ def test_sigkill_inside_ensembles_resumes_from_checkpoints(tmp_path):
     out = tmp_path / "cut"
     rng = random.Random(7)
     for _ in range(12):
+        before = _checkpoint_states(out)
         proc = subprocess.Popen(long_cmd(out, "--checkpoint-every", "0"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=ENV)
-        time.sleep(rng.uniform(1.5, 4.0))
+        # wait for an event, not a guess at the machine's speed: this process has saved a state
+        # (a checkpoint appeared or changed), then kill it at a random moment soon after
+        while proc.poll() is None and _checkpoint_states(out) <= before:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         by_hash(out)                                  # records present are whole

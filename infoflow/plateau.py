@@ -1,0 +1,131 @@
+"""Sec. 6.1's plateau, measured: the explicit (h1, h2) recipes against their FFN width, when a (D,D)
+seed leaves the plateau, what fraction of seeds does under each lever of the recipe, and which
+pairings the first layer's heads have taken up as it happens.
+
+A (D,D) seed **escapes** when its validation NMSE falls below ``ESCAPE_FACTOR`` times the best seed
+of (D-1,D) and (D,D-1) under the paper recipe at the same scale: the goal of the study (our
+definition; the paper states none). Its escape step is the first evaluation below that line.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from statistics import median
+from typing import Iterable, Optional
+
+import numpy as np
+
+from .paper import config_kind
+
+__all__ = ["ESCAPE_FACTOR", "escape_step", "escape_thresholds", "lever_of", "lever_rows", "escaped_by_step",
+           "pairings_taken", "construction_rows"]
+
+ESCAPE_FACTOR = 0.1   # DEFAULT: "well below the others" = a tenth of the best (D-1,D) / (D,D-1) seed
+
+
+def lever_of(label: str) -> str:
+    """'(2,2) lr 3e-3' → 'lr 3e-3'; a plain configuration label → 'paper recipe'."""
+    parts = label.split(" ", 1)
+    return parts[1] if len(parts) == 2 else "paper recipe"
+
+
+def escape_step(curve, threshold: float) -> Optional[int]:
+    """The first evaluation step whose validation NMSE is below ``threshold`` (None: never)."""
+    for step, value in curve:
+        if value is not None and value < threshold:
+            return int(step)
+    return None
+
+
+def escape_thresholds(records: Iterable[dict], factor: float = ESCAPE_FACTOR) -> dict:
+    """{D: factor x the best (D-1,D) or (D,D-1) seed} from records of all three configurations."""
+    best: dict = defaultdict(lambda: float("inf"))
+    for r in records:
+        if r["status"] == "done" and config_kind(r["config"]["label"]) != "(D,D)":
+            D = r["config"]["target_params"]["D"]
+            best[D] = min(best[D], r["metrics"]["best_val_nmse"])
+    return {D: factor * v for D, v in sorted(best.items())}
+
+
+def _by_lever(records: Iterable[dict], lever: Optional[str] = None) -> dict:
+    groups: dict = defaultdict(list)
+    for r in records:
+        c = r["config"]
+        groups[(lever or lever_of(c["label"]), config_kind(c["label"]), c["target_params"]["D"])].append(r)
+    return groups
+
+
+def lever_rows(records: Iterable[dict], thresholds: dict, lever: Optional[str] = None) -> list[dict]:
+    """One row per (lever, configuration, D): seeds, how many escaped, the median escape step, and
+    the geometric mean, best and worst of the best validation NMSE. Failed runs count as not escaped.
+    ``lever`` names the recipe of records whose labels do not (e.g. the paper recipe trained longer)."""
+    rows = []
+    for (lever, kind, D), recs in _by_lever(records, lever).items():
+        steps = [escape_step(r["curve"], thresholds[D]) if r["status"] == "done" else None for r in recs]
+        done = [r["metrics"]["best_val_nmse"] for r in recs if r["status"] == "done"]
+        escaped = [s for s in steps if s is not None]
+        rows.append({"lever": lever, "kind": kind, "D": D, "seeds": len(recs), "failed": len(recs) - len(done),
+                     "escaped": len(escaped), "fraction": len(escaped) / len(recs),
+                     "median_escape_step": median(escaped) if escaped else None,
+                     "geomean": float(np.exp(np.mean(np.log(done)))) if done else None,
+                     "best": min(done) if done else None, "worst": max(done) if done else None,
+                     "threshold": thresholds[D], "steps": recs[0]["metrics"]["steps"]})
+    return rows
+
+
+def escaped_by_step(records: Iterable[dict], thresholds: dict, lever: Optional[str] = None) -> dict:
+    """{(lever, kind, D): (evaluation steps, fraction of seeds escaped by each)}: the study's figure."""
+    out = {}
+    for key, recs in _by_lever(records, lever).items():
+        grid = [s for s, _ in recs[0]["curve"]]
+        first = [escape_step(r["curve"], thresholds[key[2]]) if r["status"] == "done" else None for r in recs]
+        out[key] = (grid, [sum(f is not None and f <= s for f in first) / len(recs) for s in grid])
+    return out
+
+
+def pairings_taken(alignment, level: float = 0.5) -> int:
+    """From one evaluation's alignment matrix (heads x 2D, :func:`~infoflow.probes.head_alignment`:
+    how often head j looks up the partner of A_i, then of A_iᵀ), the number of distinct A_i that
+    some head looks up, in either orientation, at least ``level`` of the time; found by a greedy
+    one-head-one-pairing assignment (a head serves one pairing)."""
+    a = np.asarray(alignment, dtype=float)
+    D = a.shape[1] // 2
+    a = np.maximum(a[:, :D], a[:, D:])                   # pairing i in either orientation
+    taken = 0
+    # a greedy matching over (head, pairing) entries above the level, largest first
+    used_h, used_i = set(), set()
+    for j, i in sorted(np.ndindex(*a.shape), key=lambda ji: -a[ji]):
+        if a[j, i] >= level and j not in used_h and i not in used_i:
+            used_h.add(j)
+            used_i.add(i)
+            taken += 1
+    return taken
+
+
+def construction_rows(D: int, T: int, widths: Iterable[int], n: int = 1024, seed: int = 0) -> list[dict]:
+    """NMSE of the explicit (D,D), (D-1,D) and (D,D-1) recipes (:func:`~infoflow.constructions.
+    intrinsic_dimension_transformer`) on ``n`` samples of eq. 6 at length T, for each number of
+    staircase steps in ``widths``: raw, and after the best affine map of the output (least squares on
+    the same samples; what a trained readout could add)."""
+    import torch
+
+    from .constructions import intrinsic_dimension_transformer
+    from .targets import IntrinsicDimension
+    from .train import nmse
+
+    target = IntrinsicDimension(D=D)
+    X = target.sample_inputs(torch.Generator().manual_seed(seed), n, T).double()[None]
+    y = target(X)[..., None]
+    rows = []
+    for kind, heads in zip(("(D,D)", "(D-1,D)", "(D,D-1)"), ((D, D), (D - 1, D), (D, D - 1))):
+        if min(heads) < 1:
+            continue
+        for steps in widths:
+            model = intrinsic_dimension_transformer(target.A, T, steps, heads)
+            with torch.no_grad():   # in slices: the staircases' hidden layer is 2·d·D·steps wide
+                pred = torch.cat([model(X[:, i:i + 128]) for i in range(0, n, 128)], dim=1)
+            design = torch.cat([pred[0], torch.ones_like(pred[0])], dim=1)
+            coef = torch.linalg.lstsq(design, y[0]).solution
+            rows.append({"D": D, "kind": kind, "heads": f"({heads[0]},{heads[1]})", "staircase_steps": steps,
+                         "ffn": model.cfg.ffn, "parameters": model.parameter_counts()["total"],
+                         "nmse": float(nmse(pred, y)[0]), "nmse_affine": float(nmse((design @ coef)[None], y)[0])})
+    return rows

@@ -1,0 +1,145 @@
+"""Records are checked against one schema on every read, results say what they show and skip, a
+checkpoint that cannot be written does not stop a training, Slurm errors come in one line, and
+sweeps claim their runs."""
+import errno
+import json
+import subprocess
+import sys
+
+import pytest
+
+from infoflow.runner import run_experiment
+from infoflow.store import ResultsStore, config_hash, provenance, record_problem, seal
+
+TINY = {"train": {"steps": 20, "batch": 32, "n_val": 64, "eval_every": 10}, "ffn": 16, "E": 12}
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "infoflow.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def good(cfg=None):
+    cfg = cfg or {"x": 1}
+    return seal({"config": cfg, "config_hash": config_hash(cfg), "status": "done",
+                 "metrics": {"best_val_nmse": 0.1, "final_train_nmse": 0.2, "steps": 3},
+                 "provenance": provenance(seed=0)})
+
+
+def edited(**metrics):
+    r = good()
+    r["metrics"] = metrics
+    return r
+
+
+@pytest.mark.parametrize("record, why", [
+    (edited(), "metrics.steps: Field required"),
+    (edited(best_val_nmse="0.1", steps=3), "metrics.best_val_nmse: Input should be a valid number"),
+    (edited(best_val_nmse=None, steps=3), "status done needs a finite best_val_nmse"),
+    (edited(best_val_nmse=float("nan"), steps=3), "status done needs a finite best_val_nmse"),
+    (edited(best_val_nmse=-1.0, steps=3), "status done needs a finite best_val_nmse >= 0"),
+    ({**good(), "status": "failed"}, "status failed needs an error"),
+    ({**good(), "status": "running"}, "unknown status 'running'"),
+    (edited(best_val_nmse=1e-9, steps=3), "content does not match its content_sha256"),   # a hand edit
+    ({k: v for k, v in good().items() if k != "content_sha256"}, "missing fields ['content_sha256']"),
+    ([1, 2], "not a JSON object"),
+])
+def test_a_record_that_breaks_the_schema_is_named_and_never_used(tmp_path, record, why):
+    assert why in record_problem(record)
+    path = tmp_path / f"{config_hash({'x': 1})}.json"
+    path.write_text(json.dumps(record))
+    store = ResultsStore(tmp_path)
+    assert store.records() == [] and why in str(store.problems[0]) and "will re-run" in str(store.problems[0])
+    assert record_problem(good()) is None
+
+
+def test_run_retrains_a_record_with_broken_metrics_and_says_so(tmp_path):
+    kw = dict(out=tmp_path, progress=False)
+    run_experiment("specific-position", "quick", TINY, log=lambda m: None, **kw)
+    victim = sorted(tmp_path.glob("*.json"))[0]
+    r = json.loads(victim.read_text())
+    r["metrics"] = {}
+    victim.write_text(json.dumps(r))
+    logs = []
+    s = run_experiment("specific-position", "quick", TINY, log=logs.append, **kw)
+    assert s["trained"] == 1 and len(s["records"]) == 2
+    assert any(victim.name in m and "metrics" in m and "will re-run" in m for m in logs)
+
+
+def test_results_says_which_profile_it_shows_and_every_record_it_skips(tmp_path):
+    import shutil
+
+    from infoflow.results import DATA_DIR
+    out = tmp_path / "data" / "specific-position" / "quick"
+    shutil.copytree(DATA_DIR / "specific-position" / "quick", out)     # the committed quick records
+    victim = sorted(out.glob("*.json"))[0]
+    victim.write_text(victim.read_text().replace('"status": "done"', '"status": "running"'))
+    r = cli("results", "specific-position", "--dir", str(tmp_path / "data"))
+    assert r.returncode == 0
+    assert f"skipped: {victim}" in r.stderr and "unknown status" in r.stderr
+    assert "specific-position, profile quick: 1/2 runs recorded" in r.stderr
+    r = cli("results", "specific-position", "--dir", str(out))          # the records folder itself (run --out)
+    assert r.returncode == 0 and "profile quick: 1/2" in r.stderr and "pe=" in r.stdout
+    r = cli("results", "specific-position", "--profile", "bogus")
+    assert r.returncode == 2 and r.stderr.strip() == "error: unknown profile 'bogus'; allowed: quick, cpu, paper"
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_warning_and_training_goes_on(monkeypatch):
+    import infoflow.train as train
+    from infoflow.model import EnsembleTransformer, ModelConfig
+    from infoflow.targets import IntrinsicDimension
+
+    def full(self, state):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(train.Checkpoint, "save", full)
+    logs = []
+    model = EnsembleTransformer(ModelConfig(d=4, T=5, heads=(2, 2), E=8, ffn=8), members=1)
+    out = train.train_ensemble(model, IntrinsicDimension(D=2), [0],
+                               train.TrainConfig(steps=30, batch=8, n_val=16, eval_every=10),
+                               checkpoint=train.Checkpoint("/nonexistent/x.ckpt", "k", every_s=0), log=logs.append)
+    assert out[0]["status"] == "done" and out[0]["steps"] == 30
+    assert len(logs) == 2 and all("not saved" in m and "No space left" in m and "goes on" in m for m in logs)
+
+
+@pytest.mark.parametrize("content, why", [("5", "must hold a JSON object of options, got 5"),
+                                          ("null", "must hold a JSON object of options, got null")])
+def test_a_slurm_config_that_is_not_an_object_is_one_line(tmp_path, content, why):
+    cfg = tmp_path / "slurm.json"
+    cfg.write_text(content)
+    r = cli("run", "specific-position", "--executor", "slurm", "--slurm-config", str(cfg), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_slurm_without_its_commands_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))   # no sbatch, squeue, srun here
+    r = subprocess.run([sys.executable, "-m", "infoflow.cli", "run", "specific-position", "--executor", "slurm",
+                        "--quiet", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and "needs Slurm's commands on PATH" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_claims_keep_a_live_sweeps_runs_and_take_over_a_dead_ones(tmp_path):
+    from infoflow.store import _owner
+    store = ResultsStore(tmp_path)
+    assert store.claim(["a", "b"]) is None and store.claim(["a"]) is None      # ours: claimed again freely
+    other = {**_owner(), "pid": 1, "start": "1"}                              # pid 1 lives, but not as this start
+    (tmp_path / ".c.claim").write_text(json.dumps({**_owner(), "host": "elsewhere"}))
+    assert "on elsewhere" in store.claim(["b", "c"]) and (tmp_path / ".b.claim").exists()   # b kept: ours
+    (tmp_path / ".d.claim").write_text(json.dumps(other))
+    assert store.claim(["d"]) is None                                          # a dead (or reused) pid: taken over
+    store.release(["a", "b", "d"])
+    assert sorted(p.name for p in tmp_path.glob(".*.claim")) == [".c.claim"]
+    (tmp_path / ".x.tmp").write_text("")
+    assert store.clean_debris() == [] and (tmp_path / ".x.tmp").exists()       # another machine's claim: hands off
+    (tmp_path / ".c.claim").unlink()
+    assert store.clean_debris() == [".x.tmp"]
+
+
+def test_a_sweep_skips_a_group_another_live_sweep_claims(tmp_path):
+    from infoflow.experiments import make_experiment
+    from infoflow.store import _owner
+    runs = make_experiment("specific-position", "quick", TINY).runs()
+    held = config_hash(runs[0])
+    (tmp_path / f".{held}.claim").write_text(json.dumps({**_owner(), "host": "another-machine"}))
+    logs = []
+    s = run_experiment("specific-position", "quick", TINY, out=tmp_path, progress=False, log=logs.append)
+    assert s["trained"] == 1 and len(s["records"]) == 1
+    assert any("being trained by process" in m and "another-machine" in m for m in logs)
