@@ -209,7 +209,8 @@ def ingest(
     except (ValueError, OSError) as err:   # a bad archive, or a folder we cannot write
         fail(str(err))
     added = ", ".join(f"{k} {n}" for k, n in s["records"].items()) or "none"
-    typer.echo(f"new records: {added}; {s['kept']} already here (kept); {len(s['problems'])} invalid (not ingested); "
+    typer.echo(f"new records: {added}; {s['kept']} already here (kept); {s['replaced']} invalid here (replaced); "
+               f"{len(s['problems'])} invalid (not ingested); {len(s['dropped'])} links or special files (not extracted); "
                f"{s['sweep_lines']} sweep and {s['benchmark_lines']} benchmark lines; "
                f"{len(s['checkpoints'])} checkpoint(s) -> {checkpoints}")
 

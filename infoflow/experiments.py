@@ -278,11 +278,18 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
         for key, value in lever.items():
             if key == "warmup":
                 train["warmup_steps"] = int(round(value * steps))
-            elif key == "curriculum":
-                train["curriculum"] = [(max(1, int(round(f * self.T))), int(round(g * steps))) for f, g in value]
+            elif key == "curriculum":   # stages too short to hold a step at this length of training are left out
+                stages = [(max(1, int(round(f * self.T))), int(round(g * steps))) for f, g in value]
+                train["curriculum"] = [stage for stage in stages if stage[1] > 0]
             elif key in TrainSpec.model_fields:
                 train[key] = value
-        return TrainSpec.model_validate(train).model_dump()
+        try:
+            return TrainSpec.model_validate(train).model_dump()
+        except ValidationError as err:
+            e = err.errors()[0]
+            where = ".".join(str(p) for p in e["loc"])
+            raise ConfigError(f"{self.name}: lever {self.lever_of(label)!r}: train{'.' + where if where else ''}: "
+                              f"{e['msg']}") from None
 
     def monitor(self, model, targets, T: int):
         import torch

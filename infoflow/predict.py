@@ -10,7 +10,7 @@ learns the target; otherwise ``inefficient``, with the reason.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -28,6 +28,13 @@ __all__ = ["Construction", "Prediction", "constructions_for", "predict", "PREDIC
 PREDICT_TARGETS = ("intrinsic-dimension", "triangle-center", "d-retrieval", "depth-separation",
                    "first-three-sum", "pair-center")
 DEFAULT_EMBED = 60  # DEFAULT (SPEC §8, C.4: total E = 60); only scales the cost exponent
+# The construction check evaluates the target on 2·T·d + 1 perturbed copies of each of n_check inputs, each
+# evaluation T^order (x D) numbers, and runs the InfoFlow model (about Σ_l h_l·T² scores): a budget of
+# element operations keeps a check within about 10 s and, with the target evaluated in slices of
+# CHECK_SLICE numbers, within 1 GB (measured on a 2-core CPU). Larger sizes are refused, naming the limit.
+CHECK_BUDGET = 1e9
+CHECK_SLICE = 1 << 22
+MAX_LAYERS, MAX_HEADS = 64, 1024
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,22 @@ def validate_architecture(T: int, heads: Sequence[int], embed: Sequence[int], d:
         raise ValueError(f"d must be a positive integer, got {d!r}")
 
 
+def check_work(profile, T: int, d: int, heads: Sequence[int], n_check: int, D: int = 1) -> float:
+    """Element operations of the construction check (see ``CHECK_BUDGET``)."""
+    return n_check * ((2 * T * d + 1) * float(T) ** profile.order * D + sum(heads) * float(T) ** 2)
+
+
+def _bounded(profile, T: int, d: int, heads: Sequence[int], n_check: int, D: int, target: str) -> None:
+    if len(heads) > MAX_LAYERS or max(heads) > MAX_HEADS:
+        raise ValueError(f"heads: at most {MAX_LAYERS} layers of at most {MAX_HEADS} heads each, "
+                         f"got {len(heads)} layers, up to {max(heads)} heads")
+    if check_work(profile, T, d, heads, n_check, D) > CHECK_BUDGET:
+        largest = max((t for t in range(1, T) if check_work(profile, t, d, heads, n_check, D) <= CHECK_BUDGET), default=0)
+        raise ValueError(f"T = {T} is too large to check a construction for {target} in bounded time and memory "
+                         f"(about {check_work(profile, T, d, heads, n_check, D):.1g} operations; the limit, "
+                         f"{CHECK_BUDGET:.0e}, is about 10 s and 1 GB): use T <= {largest} with these heads")
+
+
 def _step1(profile, params, heads) -> bool:
     return asymptotically_at_least(model_noc_poly(heads, profile.dimension), profile.noc_lower(params))
 
@@ -211,6 +234,10 @@ def predict(target: str, T: int, heads: Sequence[int], embed: Sequence[int] | in
     if target == "first-three-sum" and T < 3:
         raise ValueError(f"T must be at least 3 for first-three-sum, got T={T}")
     profile = comparison_profile(target)
+    _bounded(profile, T, tgt.d, heads, n_check, getattr(tgt, "D", 1), target)
+    if hasattr(tgt, "chunk"):   # the check's target in slices of about CHECK_SLICE numbers
+        per_sequence = float(T) ** profile.order * getattr(tgt, "D", 1)
+        tgt = replace(tgt, chunk=int(max(1, min(tgt.chunk, CHECK_SLICE // per_sequence))))
     step1 = _step1(profile, params, heads)
     m_poly = model_noc_poly(heads, profile.dimension)
 

@@ -10,6 +10,7 @@ import json
 import subprocess
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -70,17 +71,15 @@ def ingest(archive: Path, root: Path = DATA_DIR, bench: Optional[Path] = None,
     ``benchmarks/results.jsonl`` that ``bench`` lacks; the training checkpoints of ensembles the run
     cut short into ``checkpoints/EXPERIMENT/PROFILE/`` (carry them back and rerun there to resume).
     Rewrites the tables of the folders that gained records, and the manifest."""
-    summary = {"records": {}, "kept": 0, "problems": [], "sweep_lines": 0, "benchmark_lines": 0, "checkpoints": []}
+    summary = {"records": {}, "kept": 0, "replaced": 0, "problems": [], "dropped": [], "sweep_lines": 0,
+               "benchmark_lines": 0, "checkpoints": []}
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
         try:
             with tarfile.open(archive) as tar:
-                members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]   # no links, devices
-                unsafe = [m.name for m in members if m.name.startswith("/") or ".." in Path(m.name).parts]
-                if unsafe:
-                    raise ValueError(f"archive {archive}: a path outside the archive, {unsafe[0]!r}")
+                members = _bounded_members(tar, archive, summary["dropped"])
                 # Python >= 3.11.4 checks the same again (the "data" filter)
                 tar.extractall(tmp, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-        except (OSError, tarfile.TarError) as err:
+        except (OSError, tarfile.TarError, EOFError, zlib.error) as err:
             raise ValueError(f"archive {archive}: cannot be read as a tar archive ({err})") from None
         files = [p for p in Path(tmp).rglob("*") if p.is_file()]
         for folder in sorted({p.parent for p in files}):
@@ -89,10 +88,17 @@ def ingest(archive: Path, root: Path = DATA_DIR, bench: Optional[Path] = None,
                 continue
             dest, found = Path(root) / experiment / profile, ResultsStore(folder)
             for record in found.records():
+                if record["config"].get("experiment") != experiment:
+                    summary["problems"].append(f"{experiment}/{profile}/{record['config_hash']}.json: a record of "
+                                               f"{record['config'].get('experiment')!r} filed under {experiment!r}")
+                    continue
                 target = dest / f"{record['config_hash']}.json"
                 if target.exists():
-                    summary["kept"] += 1
-                    continue
+                    if ResultsStore(dest).get(record["config_hash"]) is not None:
+                        summary["kept"] += 1
+                        continue
+                    summary["replaced"] += 1   # the copy here is invalid: the valid incoming one replaces it
+                    log(f"replacing invalid {target} with the archive's valid copy")
                 dest.mkdir(parents=True, exist_ok=True)
                 atomic_write(target, found.path(record["config_hash"]).read_bytes())
                 key = f"{experiment}/{profile}"
@@ -119,7 +125,38 @@ def ingest(archive: Path, root: Path = DATA_DIR, bench: Optional[Path] = None,
         write_manifest(Path(root))
     for problem in summary["problems"]:
         log(f"warning: not ingested: {problem}")
+    for dropped in summary["dropped"]:
+        log(f"warning: not extracted: {dropped}")
     return summary
+
+
+# Bounds on an archive, checked member by member before anything is extracted (a device session's
+# archive holds a few thousand records, logs and checkpoints of up to 64 MiB).
+MAX_MEMBERS, MAX_MEMBER_BYTES, MAX_TOTAL_BYTES = 20_000, 256 << 20, 2 << 30
+
+
+def _bounded_members(tar, archive, dropped: list) -> list:
+    """The archive's files and folders, read one header at a time (an archive of millions of members
+    is refused at the limit, not listed whole); refuses a path outside the archive, a member or a
+    total over the limits; links, devices and FIFOs are left out and named in ``dropped``."""
+    members, total = [], 0
+    while (m := tar.next()) is not None:
+        if len(members) + len(dropped) >= MAX_MEMBERS:
+            raise ValueError(f"archive {archive}: more than {MAX_MEMBERS} members (the limit)")
+        if m.name.startswith("/") or ".." in Path(m.name).parts:
+            raise ValueError(f"archive {archive}: a path outside the archive, {m.name!r}")
+        if not (m.isfile() or m.isdir()):
+            kind = "symlink" if m.issym() else "hard link" if m.islnk() else "FIFO" if m.isfifo() else "device or other"
+            dropped.append(f"{m.name} ({kind})")
+            continue
+        if m.size > MAX_MEMBER_BYTES:
+            raise ValueError(f"archive {archive}: member {m.name!r} is {m.size / 2**20:.0f} MiB, over the "
+                             f"{MAX_MEMBER_BYTES >> 20} MiB limit")
+        total += m.size
+        if total > MAX_TOTAL_BYTES:
+            raise ValueError(f"archive {archive}: more than {MAX_TOTAL_BYTES >> 30} GiB unpacked (the limit)")
+        members.append(m)
+    return members
 
 
 def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root: Path = DATA_DIR,

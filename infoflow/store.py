@@ -268,13 +268,14 @@ class ResultsStore:
     def claim(self, hashes: Iterable[str]) -> Optional[str]:
         """Claim every run of ``hashes`` for this process; None when done, else who holds one (and
         nothing is claimed)."""
-        taken = []
+        taken = []   # claimed by this call (a run this process held already stays held)
         for h in hashes:
-            holder = self._claim_one(h)
+            holder, new = self._claim_one(h)
             if holder is not None:
                 self.release(taken)
                 return holder
-            taken.append(h)
+            if new:
+                taken.append(h)
         return None
 
     def release(self, hashes: Iterable[str]) -> None:
@@ -299,7 +300,8 @@ class ResultsStore:
                 gone.append(p.name)
         return gone
 
-    def _claim_one(self, h: str) -> Optional[str]:
+    def _claim_one(self, h: str) -> tuple[Optional[str], bool]:
+        """(who holds run ``h`` instead of us, or None; whether this call made the claim)."""
         path = self.claim_path(h)
         self.root.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
@@ -308,15 +310,15 @@ class ResultsStore:
             except FileExistsError:
                 owner = _read_owner(path)
                 if owner == _owner():
-                    return None
+                    return None, False
                 if owner and _alive(owner):
-                    return f"process {owner['pid']} on {owner['host']}"
+                    return f"process {owner['pid']} on {owner['host']}", False
                 path.unlink(missing_ok=True)   # its process is gone: take it over
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(_owner()))
-            return None
-        return f"a claim on {path.name} that keeps reappearing"
+            return None, True
+        return f"a claim on {path.name} that keeps reappearing", False
 
 
 def _boot_id() -> str:

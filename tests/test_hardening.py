@@ -143,3 +143,92 @@ def test_a_sweep_skips_a_group_another_live_sweep_claims(tmp_path):
     s = run_experiment("specific-position", "quick", TINY, out=tmp_path, progress=False, log=logs.append)
     assert s["trained"] == 1 and len(s["records"]) == 1
     assert any("being trained by process" in m and "another-machine" in m for m in logs)
+
+
+def _archive(path, members):
+    """A .tgz of (TarInfo, bytes or None) members."""
+    import io
+    import tarfile
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def test_ingest_refuses_archives_over_its_bounds_before_extracting(tmp_path, monkeypatch):
+    import tarfile
+
+    import infoflow.reproduce as reproduce
+    sparse = tarfile.TarInfo("data/x.json")
+    sparse.size = 3 << 30                            # a header claiming 3 GiB: refused from the header
+    big = tmp_path / "big.tgz"
+    with open(big, "wb") as fh:
+        import gzip
+        fh.write(gzip.compress(sparse.tobuf()))
+    with pytest.raises(ValueError, match="member 'data/x.json' is 3072 MiB, over the 256 MiB limit"):
+        reproduce.ingest(big, tmp_path / "data")
+    monkeypatch.setattr(reproduce, "MAX_MEMBERS", 5)
+    many = _archive(tmp_path / "many.tgz", [(tarfile.TarInfo(f"f{i}"), b"") for i in range(6)])
+    with pytest.raises(ValueError, match="more than 5 members"):
+        reproduce.ingest(many, tmp_path / "data")
+    monkeypatch.setattr(reproduce, "MAX_TOTAL_BYTES", 10)
+    info = tarfile.TarInfo("a")
+    info.size = 11
+    with pytest.raises(ValueError, match="unpacked"):
+        reproduce.ingest(_archive(tmp_path / "total.tgz", [(info, b"x" * 11)]), tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+def test_ingest_checks_each_records_experiment_replaces_an_invalid_copy_and_names_what_it_drops(tmp_path):
+    import tarfile
+
+    from infoflow.experiments import make_experiment
+    from infoflow.reproduce import ingest
+    run, other = make_experiment("triangle-center", "quick").runs()[0], make_experiment("pair-center", "quick").runs()[0]
+    members = []
+    for r, folder in ((run, "triangle-center"), (other, "triangle-center")):     # the second is misfiled
+        rec = seal({"config": r, "config_hash": config_hash(r), "status": "done",
+                    "metrics": {"best_val_nmse": 0.1, "final_train_nmse": 0.2, "steps": 500},
+                    "provenance": provenance("cpu", seed=r["seed"])})
+        data = json.dumps(rec).encode()
+        info = tarfile.TarInfo(f"data/{folder}/quick/{config_hash(r)}.json")
+        info.size = len(data)
+        members.append((info, data))
+    link = tarfile.TarInfo("data/triangle-center/quick/link.json")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    fifo = tarfile.TarInfo("data/fifo")
+    fifo.type = tarfile.FIFOTYPE
+    archive = _archive(tmp_path / "a.tgz", members + [(link, None), (fifo, None)])
+    here = tmp_path / "data" / "triangle-center" / "quick"
+    here.mkdir(parents=True)
+    (here / f"{config_hash(run)}.json").write_text("{corrupt")            # an invalid copy already here
+    logs = []
+    s = ingest(archive, tmp_path / "data", log=logs.append)
+    assert s["replaced"] == 1 and s["records"] == {"triangle-center/quick": 1}
+    assert ResultsStore(here).get(config_hash(run)) is not None
+    assert len(s["problems"]) == 1 and "a record of 'pair-center' filed under 'triangle-center'" in s["problems"][0]
+    assert sorted(s["dropped"]) == ["data/fifo (FIFO)", "data/triangle-center/quick/link.json (symlink)"]
+    assert any("not extracted: data/fifo (FIFO)" in m for m in logs)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "triangle-center", "--T", "10000"], "T = 10000 is too large to check a construction for triangle-center"),
+    (["--target", "intrinsic-dimension", "--T", "2000"], "use T <= "),
+    (["--target", "depth-separation", "--T", "8", "--heads", ",".join(["1"] * 200)], "at most 64 layers"),
+])
+def test_predict_refuses_sizes_it_cannot_check_in_bounded_time_and_memory(args, message):
+    r = cli("predict", *args)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_predict_checks_the_papers_largest_triangle_center_in_slices():
+    """T = 64 (Table 12's largest) is within the bound, its T³ object evaluated in slices: the whole
+    prediction peaks well under 1 GB (it took 1.1 GB before the slicing)."""
+    from infoflow.comparison import comparison_profile
+    from infoflow.predict import CHECK_BUDGET, check_work
+    assert check_work(comparison_profile("triangle-center"), 64, 2, [4, 4], 8) <= CHECK_BUDGET
+    code = ("import resource; from infoflow.predict import predict; p = predict('triangle-center', 64, [4, 4], embed=24); "
+            "print(p.step1_ok, p.efficient, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    step1, efficient, peak_kib = r.stdout.split()
+    assert (step1, efficient) == ("False", "False") and int(peak_kib) < 600_000, r.stdout

@@ -367,7 +367,7 @@ def test_an_unusable_checkpoint_is_reported_and_training_starts_over(tmp_path):
         out = train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=Checkpoint(path, "group", 3600), log=logs.append)
         assert len(logs) == 1 and why in logs[0] and "training from step 0" in logs[0]
         assert [r["curve"] for r in out] == [r["curve"] for r in reference]
-    with pytest.raises(ValueError, match="checkpoint_every must be >= 0 seconds"):
+    with pytest.raises(ValueError, match="checkpoint_every must be a finite number >= 0 seconds"):
         Checkpoint(bad, "group", -1)
 
 
