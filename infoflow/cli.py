@@ -172,12 +172,28 @@ def reproduce(
     cuda_graph: bool = CUDA_GRAPH,
     figures: bool = typer.Option(False, "--figures", help="also re-execute every chapter (regenerates the figures)"),
     quiet: bool = typer.Option(False, "--quiet"),
+    verify: bool = typer.Option(False, "--verify", help="instead: retrain a sample of the profile's committed records "
+                                                       "with this code and report any that differ (exit 1 if one does)"),
+    sample: int = typer.Option(2, help="--verify: records per experiment"),
+    refresh: bool = typer.Option(False, "--refresh", help="--verify: replace the records that differ by the new ones"),
 ):
     """Run every experiment of the book, then write its tables and data/MANIFEST.json."""
     from .experiments import ConfigError
     from .reproduce import reproduce as _reproduce
     if executor not in ("local", "slurm"):
         fail(f"--executor must be local or slurm, got {executor!r}")
+    if verify:
+        from .reproduce import verify as _verify
+        if sample < 1:
+            fail(f"--sample must be a positive integer, got {sample}")
+        try:
+            rows = _verify(only or None, profile, sample=sample, refresh=refresh, log=lambda m: typer.echo(m, err=True))
+        except (ConfigError, ValueError) as err:
+            fail(str(err))
+        stale = [r for r in rows if not r["ok"]]
+        typer.echo(f"verified {len(rows)} record(s): {len(rows) - len(stale)} reproduce, {len(stale)} differ"
+                   + (" (replaced)" if refresh and stale else ""))
+        raise typer.Exit(code=1 if stale and not refresh else 0)
     try:
         slurm = None
         if executor == "slurm":

@@ -17,10 +17,10 @@ from typing import Callable, Optional, Sequence
 from . import __version__
 from .experiments import EXPERIMENTS, make_experiment
 from .results import DATA_DIR, aggregate, format_rows, load_records
-from .runner import run_experiment
-from .store import ResultsStore, atomic_write, provenance
+from .runner import group_runs, run_experiment, train_group
+from .store import ResultsStore, atomic_write, config_hash, provenance
 
-__all__ = ["reproduce", "write_manifest", "ingest"]
+__all__ = ["reproduce", "write_manifest", "ingest", "verify"]
 
 
 def _sha256(path: Path) -> str:
@@ -191,3 +191,50 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
             subprocess.run(["jupytext", "--sync", "--execute", str(md.relative_to(book))], cwd=book, check=True)
     manifest = write_manifest(Path(root))
     return {"profile": profile, "experiments": summaries, "manifest": str(manifest)}
+
+
+def verify(names: Optional[Sequence[str]] = None, profile: str = "quick", root: Path = DATA_DIR, sample: int = 2,
+           rtol: float = 1e-3, refresh: bool = False, seed: int = 0, log: Callable = print) -> list[dict]:
+    """Re-run a sample of committed records with the code at hand and compare: for each experiment,
+    ``sample`` records drawn at random (``seed``) from ``root``/EXPERIMENT/``profile``, each retrained
+    in the ensemble it was trained in (the profile's grouping on a CPU), into a temporary folder.
+    Returns one row per record: its best validation NMSE, the new one, their relative difference and
+    whether it is within ``rtol``. With ``refresh``, a record that differs is replaced by the new one
+    and the folder's table and the manifest are rewritten."""
+    import random
+    rng = random.Random(seed)
+    rows, refreshed = [], set()
+    for name in names or list(EXPERIMENTS):
+        if name not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(EXPERIMENTS)}")
+        exp = make_experiment(name, profile)
+        committed = load_records(name, profile, root)
+        if not committed:
+            continue
+        chosen = rng.sample(committed, min(sample, len(committed)))
+        wanted = {r["config_hash"] for r in chosen}
+        groups = [g for g in group_runs(exp.runs()) if wanted & {config_hash(r) for r in g}]
+        with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
+            fresh = ResultsStore(Path(tmp))
+            for g in groups:
+                train_group(exp, g, fresh, "cpu", log=lambda m: None)
+            for old in chosen:
+                new = fresh.get(old["config_hash"])
+                a, b = old["metrics"]["best_val_nmse"], new["metrics"]["best_val_nmse"] if new else None
+                diff = None if a is None or b is None else abs(b - a) / max(abs(a), 1e-30)
+                ok = (a is None and b is None) or (diff is not None and diff <= rtol)
+                rows.append({"experiment": name, "profile": profile, "record": old["config_hash"],
+                             "label": old["config"]["label"], "seed": old["config"]["seed"], "committed": a,
+                             "now": b, "rel_diff": diff, "ok": ok,
+                             "committed_at": (old["provenance"].get("git_commit") or "?")[:7]})
+                log(f"{'ok   ' if ok else 'STALE'} {name}/{profile}/{old['config_hash']} {old['config']['label']} "
+                    f"seed {old['config']['seed']}: committed {a}, now {b}")
+                if refresh and not ok and new is not None:
+                    atomic_write(Path(root) / name / profile / f"{old['config_hash']}.json",
+                                 fresh.path(old["config_hash"]).read_bytes())
+                    refreshed.add(name)
+    for name in refreshed:
+        write_table(Path(root) / name / profile, load_records(name, profile, root))
+    if refreshed:
+        write_manifest(Path(root))
+    return rows

@@ -232,3 +232,26 @@ def test_predict_checks_the_papers_largest_triangle_center_in_slices():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     step1, efficient, peak_kib = r.stdout.split()
     assert (step1, efficient) == ("False", "False") and int(peak_kib) < 600_000, r.stdout
+
+
+def test_verify_retrains_a_sample_and_finds_a_stale_record(tmp_path):
+    """A record whose number the code no longer gives (here: edited and resealed, as a record written
+    by older code would look) is reported, the others reproduce to the last bit; --refresh replaces it
+    with what the code gives."""
+    from infoflow.reproduce import verify
+    folder = tmp_path / "intrinsic-dimension-deep" / "quick"
+    run_experiment("intrinsic-dimension-deep", "quick", out=folder, progress=False, log=lambda m: None)
+    victim = sorted(folder.glob("*.json"))[0]
+    rec = json.loads(victim.read_text())
+    true = rec["metrics"]["best_val_nmse"]
+    rec["metrics"]["best_val_nmse"] = true * 1.1
+    victim.write_text(json.dumps(seal({k: v for k, v in rec.items() if k != "content_sha256"})))
+    others = [p for p in sorted(folder.glob("*.json")) if p != victim]
+    before = others[0].read_bytes()
+    rows = verify(["intrinsic-dimension-deep"], root=tmp_path, sample=3, refresh=True, log=lambda m: None)
+    by = {r["record"]: r for r in rows}
+    assert len(by) == 3 and not by[victim.stem]["ok"] and by[victim.stem]["rel_diff"] == pytest.approx(0.1 / 1.1, rel=1e-4)
+    assert all(r["ok"] and r["rel_diff"] == 0 for k, r in by.items() if k != victim.stem)
+    assert json.loads(victim.read_text())["metrics"]["best_val_nmse"] == true      # replaced
+    assert others[0].read_bytes() == before                                        # a record that reproduces is kept
+    assert (folder / "table.csv").exists() and (tmp_path / "MANIFEST.json").exists()
