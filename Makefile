@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(wildcard book/notebooks/*.ipynb)
 export PYTHONHASHSEED := 0
 
-.PHONY: help install book test pytest nbval chapters sync book-check clean test-faults test-cluster
+.PHONY: help install book test lint pytest nbval chapters sync book-check clean test-faults test-cluster
 
 help:
 	@echo "make book        build the HTML book into _build/html from the committed outputs"
@@ -31,7 +31,12 @@ book: $(STAMP)
 	$(BIN)/jb build . -W -n --keep-going
 	@echo "book: _build/html/index.html"
 
-test: pytest nbval
+test: lint pytest nbval
+
+LINTED := infoflow tests tests_faults tests_cluster benchmarks scripts book/_ext
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 pytest: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest tests

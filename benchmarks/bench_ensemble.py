@@ -19,6 +19,7 @@ does on a GPU; the same training steps for every run, one process, samples/s of 
 
     python benchmarks/bench_ensemble.py --grouping intrinsic-dimension --steps 20      # GPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ def make_step(model, target, gens, autocast=False, fixed_batch=False):
     ``fixed_batch`` one batch drawn once (the paper profile's fixed training sets cost a gather)."""
     opt = AdamWEnsemble(model.parameters())
     lr = torch.full((model.M,), 1e-3, device=next(model.parameters()).device)
-    target = MemberTargets(target, model.M)      # as train_ensemble: grouped once
+    target = MemberTargets(target, model.M)  # as train_ensemble: grouped once
     batch = draw(target, gens, BATCH, model.cfg.T) if fixed_batch else None
 
     def step():
@@ -58,6 +59,7 @@ def make_step(model, target, gens, autocast=False, fixed_batch=False):
         clip_per_member(list(model.parameters()), 1.0)
         opt.step(lr)
         return per_member.detach()
+
     return step
 
 
@@ -80,7 +82,10 @@ def bench_grouping(args) -> dict:
     """Seconds for ``steps`` steps of every run of an experiment's paper profile, grouped per
     configuration and grouped by shared shapes (interleaved repeats, medians)."""
     runs = make_experiment(args.grouping, "paper").runs()
-    layouts = {"per_config": group_runs(runs), "shared": group_runs(runs, share_shapes=True, max_members=args.max_members)}
+    layouts = {
+        "per_config": group_runs(runs),
+        "shared": group_runs(runs, share_shapes=True, max_members=args.max_members),
+    }
     steps = {}
     for name, groups in layouts.items():
         steps[name] = []
@@ -94,12 +99,17 @@ def bench_grouping(args) -> dict:
             times[name].append(sum(timed(step, args.steps, args.device) for step in steps[name]))
     med = {name: median_high(t) for name, t in times.items()}
     samples = len(runs) * BATCH * args.steps
-    return {"benchmark": "shared-shapes", "experiment": args.grouping, "profile": "paper", "runs": len(runs),
-            "config": {"batch": BATCH, "steps": args.steps, "repeats": args.repeats, "max_members": args.max_members},
-            "ensembles": {name: [len(g) for g in groups] for name, groups in layouts.items()},
-            **{f"{name}_samples_per_s": round(samples / med[name], 1) for name in layouts},
-            "ratio": round(med["per_config"] / med["shared"], 2),
-            "ratio_per_repeat": [round(a / b, 2) for a, b in zip(times["per_config"], times["shared"])]}
+    return {
+        "benchmark": "shared-shapes",
+        "experiment": args.grouping,
+        "profile": "paper",
+        "runs": len(runs),
+        "config": {"batch": BATCH, "steps": args.steps, "repeats": args.repeats, "max_members": args.max_members},
+        "ensembles": {name: [len(g) for g in groups] for name, groups in layouts.items()},
+        **{f"{name}_samples_per_s": round(samples / med[name], 1) for name in layouts},
+        "ratio": round(med["per_config"] / med["shared"], 2),
+        "ratio_per_repeat": [round(a / b, 2) for a, b in zip(times["per_config"], times["shared"])],
+    }
 
 
 def main():
@@ -109,10 +119,18 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads); default: torch's")
-    ap.add_argument("--variants", action=argparse.BooleanOptionalAction, default=None,
-                    help="also time torch.compile and bf16 autocast (default: on CUDA only)")
-    ap.add_argument("--reuse-freed-memory", action=argparse.BooleanOptionalAction, default=True,
-                    help="CPU: glibc keeps freed memory for reuse, as training does (infoflow.train.reuse_freed_memory)")
+    ap.add_argument(
+        "--variants",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time torch.compile and bf16 autocast (default: on CUDA only)",
+    )
+    ap.add_argument(
+        "--reuse-freed-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CPU: glibc keeps freed memory for reuse, as training does (infoflow.train.reuse_freed_memory)",
+    )
     ap.add_argument("--grouping", metavar="EXPERIMENT", help="time per-configuration against shared-shape ensembles")
     ap.add_argument("--max-members", type=int, default=MAX_MEMBERS, help="with --grouping: the largest shared ensemble")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
@@ -120,10 +138,17 @@ def main():
     M, dev = args.members, args.device
     if args.threads:
         torch.set_num_threads(args.threads)
-    reused = dev == "cpu" and args.reuse_freed_memory and reuse_freed_memory()   # as train_ensemble does on a CPU
+    reused = dev == "cpu" and args.reuse_freed_memory and reuse_freed_memory()  # as train_ensemble does on a CPU
     if args.grouping:
-        write({**bench_grouping(args), "threads": torch.get_num_threads(), "reuse_freed_memory": bool(reused),
-               **provenance(dev)}, args.out)
+        write(
+            {
+                **bench_grouping(args),
+                "threads": torch.get_num_threads(),
+                "reuse_freed_memory": bool(reused),
+                **provenance(dev),
+            },
+            args.out,
+        )
         return
     target = IntrinsicDimension(D=2)
 
@@ -135,17 +160,30 @@ def main():
     ens = EnsembleTransformer(CFG, members=M, seeds=list(range(M)), device=dev)
     ens_step = make_step(ens, target, gens(range(M)))
     loop_times, ens_times = [], []
-    for _ in range(args.repeats):      # interleaved, so load on the machine hits both alike
+    for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
         loop_times.append(sum(timed(step, args.steps, dev) for step in loop_steps))
         ens_times.append(timed(ens_step, args.steps, dev))
     loop_time, ens_time = median_high(loop_times), median_high(ens_times)
     samples = M * BATCH * args.steps
-    result = {"benchmark": "ensemble-vs-loop", "config": {"L": 2, "E": 32, "T": 16, "batch": BATCH, "members": M,
-                                                          "steps": args.steps, "repeats": args.repeats},
-              "threads": torch.get_num_threads(), "reuse_freed_memory": bool(reused),
-              "loop_samples_per_s": round(samples / loop_time, 1), "ensemble_samples_per_s": round(samples / ens_time, 1),
-              "ratio": float(f"{loop_time / ens_time:.3g}"),   # 3 significant digits: a slow host gives ratios < 0.1
-              "ratio_per_repeat": [round(a / b, 2) for a, b in zip(loop_times, ens_times)], **provenance(dev)}
+    result = {
+        "benchmark": "ensemble-vs-loop",
+        "config": {
+            "L": 2,
+            "E": 32,
+            "T": 16,
+            "batch": BATCH,
+            "members": M,
+            "steps": args.steps,
+            "repeats": args.repeats,
+        },
+        "threads": torch.get_num_threads(),
+        "reuse_freed_memory": bool(reused),
+        "loop_samples_per_s": round(samples / loop_time, 1),
+        "ensemble_samples_per_s": round(samples / ens_time, 1),
+        "ratio": float(f"{loop_time / ens_time:.3g}"),  # 3 significant digits: a slow host gives ratios < 0.1
+        "ratio_per_repeat": [round(a / b, 2) for a, b in zip(loop_times, ens_times)],
+        **provenance(dev),
+    }
     if args.variants if args.variants is not None else dev.startswith("cuda"):
         # torch.compile and bf16 autocast of the ensemble: speed, and how far each member's loss is from
         # eager fp32 after the same 1 + steps steps on the same data (relative difference, max over members).

@@ -14,6 +14,7 @@ with ``--cuda-graph`` only after a 0.
     python benchmarks/check_cuda_graph.py                       # intrinsic-dimension, paper, 1000 steps
     python benchmarks/check_cuda_graph.py --experiment triangle-center --steps 2000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ def train_once(group, cfg: TrainConfig, device: str, cuda_graph: bool) -> tuple[
         torch.cuda.synchronize()
     start = time.perf_counter()
     results = train_ensemble(model, targets, [r["seed"] for r in group], cfg, cuda_graph=cuda_graph)
-    wall = time.perf_counter() - start      # the results are on the host: the device has finished
+    wall = time.perf_counter() - start  # the results are on the host: the device has finished
     return results, [p.detach().cpu() for p in model.parameters()], wall
 
 
@@ -55,13 +56,12 @@ def largest_relative_difference(a, b) -> float:
                     return math.inf
                 continue
             worst = max(worst, abs(x - y) / max(abs(x), 1e-12))
-    for pa, pb in zip(a[1], b[1]):   # per parameter tensor, in norm
+    for pa, pb in zip(a[1], b[1]):  # per parameter tensor, in norm
         worst = max(worst, float(torch.linalg.vector_norm(pa - pb) / torch.linalg.vector_norm(pa).clamp_min(1e-12)))
     return worst
 
 
-def check(experiment: str, profile: str, steps: int, device: str, sets: list, max_members: int,
-          rtol: float) -> dict:
+def check(experiment: str, profile: str, steps: int, device: str, sets: list, max_members: int, rtol: float) -> dict:
     exp = make_experiment(experiment, profile, parse_sets(sets))
     group = group_runs(exp.runs(), share_shapes=True, max_members=max_members)[0]
     base = TrainConfig(**group[0]["train"])
@@ -69,6 +69,7 @@ def check(experiment: str, profile: str, steps: int, device: str, sets: list, ma
     eager = train_once(group, cfg, device, False)
     eager_again = train_once(group, cfg, device, False)
     graph = train_once(group, cfg, device, True)
+
     def equal(a, b):
         return a[0] == b[0] and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
 
@@ -76,13 +77,25 @@ def check(experiment: str, profile: str, steps: int, device: str, sets: list, ma
     diff = 0.0 if bitwise else largest_relative_difference(eager, graph)
     statuses = [r["status"] for r in eager[0]] == [r["status"] for r in graph[0]]
     agrees = bitwise or (statuses and diff <= rtol)
-    return {"benchmark": "cuda-graph", "experiment": experiment, "profile": profile, "sets": sets,
-            "members": len(group), "steps": steps, "eval_every": cfg.eval_every,
-            "labels": sorted({r["label"] for r in group}),
-            "eager_wall_s": [round(eager[2], 3), round(eager_again[2], 3)], "graph_wall_s": round(graph[2], 3),
-            "speedup": round(min(eager[2], eager_again[2]) / graph[2], 2),
-            "bitwise_equal": bitwise, "eager_runs_bitwise_equal": eager_bitwise,
-            "max_relative_difference": diff, "rtol": rtol, "agrees": agrees, **provenance(device)}
+    return {
+        "benchmark": "cuda-graph",
+        "experiment": experiment,
+        "profile": profile,
+        "sets": sets,
+        "members": len(group),
+        "steps": steps,
+        "eval_every": cfg.eval_every,
+        "labels": sorted({r["label"] for r in group}),
+        "eager_wall_s": [round(eager[2], 3), round(eager_again[2], 3)],
+        "graph_wall_s": round(graph[2], 3),
+        "speedup": round(min(eager[2], eager_again[2]) / graph[2], 2),
+        "bitwise_equal": bitwise,
+        "eager_runs_bitwise_equal": eager_bitwise,
+        "max_relative_difference": diff,
+        "rtol": rtol,
+        "agrees": agrees,
+        **provenance(device),
+    }
 
 
 def main():
@@ -93,8 +106,12 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--max-members", type=int, default=MAX_MEMBERS)
-    ap.add_argument("--rtol", type=float, default=1e-2,
-                    help="accepted relative difference of any NMSE value or parameter tensor (norm) (default 1e-2)")
+    ap.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-2,
+        help="accepted relative difference of any NMSE value or parameter tensor (norm) (default 1e-2)",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results.jsonl"))
     args = ap.parse_args()
     if args.steps < 1 or args.max_members < 1:
@@ -107,10 +124,16 @@ def main():
     print(line)
     with open(args.out, "a") as fh:
         fh.write(line + "\n")
-    print(f"{result['members']} members, {args.steps} steps: eager {min(result['eager_wall_s']):.2f} s, graph "
-          f"{result['graph_wall_s']:.2f} s ({result['speedup']}x); "
-          + ("bit for bit equal" if result["bitwise_equal"] else f"largest relative difference {result['max_relative_difference']:.2g}")
-          + ("" if result["agrees"] else " -- DISAGREES"))
+    print(
+        f"{result['members']} members, {args.steps} steps: eager {min(result['eager_wall_s']):.2f} s, graph "
+        f"{result['graph_wall_s']:.2f} s ({result['speedup']}x); "
+        + (
+            "bit for bit equal"
+            if result["bitwise_equal"]
+            else f"largest relative difference {result['max_relative_difference']:.2g}"
+        )
+        + ("" if result["agrees"] else " -- DISAGREES")
+    )
     sys.exit(0 if result["agrees"] else 1)
 
 

@@ -5,6 +5,7 @@ Targets are written against the array API (via ``array_api_compat``); random dra
 ``torch.Generator`` and return an array of the matching kind (torch on the generator's device).
 Torch is imported only when a torch generator is passed, so the engine needs numpy alone.
 """
+
 from __future__ import annotations
 
 import numpy as np

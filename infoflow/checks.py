@@ -1,4 +1,5 @@
 """The checks config fields share: counts, and non-negative amounts."""
+
 from __future__ import annotations
 
 __all__ = ["positive_int", "nonnegative"]

@@ -2,6 +2,7 @@
 
 Bad input gets one line naming the field and what is allowed, exit code 2, no traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,19 +14,33 @@ import typer
 
 from .predict import PREDICT_TARGETS, predict as _predict
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="InfoFlow: predict, before training, whether a Transformer approximates a target efficiently.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="InfoFlow: predict, before training, whether a Transformer approximates a target efficiently.",
+)
 
 
 # Options that `run` and `reproduce` share (None: the runner's default, so it is written down once)
-SHARE_SHAPES = typer.Option(None, "--share-shapes/--no-share-shapes",
-                            help="train runs whose parameters have the same shapes (heads or target D differ) as one "
-                                 "ensemble (default: on a GPU)")
+SHARE_SHAPES = typer.Option(
+    None,
+    "--share-shapes/--no-share-shapes",
+    help="train runs whose parameters have the same shapes (heads or target D differ) as one "
+    "ensemble (default: on a GPU)",
+)
 MAX_MEMBERS = typer.Option(None, help="the most runs in one ensemble (default 16)")
-CHECKPOINT_EVERY = typer.Option(None, help="seconds between saves of an ensemble's training state, from which a killed "
-                                           "sweep resumes (default 60; 0: at every evaluation)")
-CUDA_GRAPH = typer.Option(False, "--cuda-graph", help="replay each ensemble's training step as a CUDA graph (--device "
-                                                      "cuda only; far fewer kernel launches; recorded in the provenance)")
+CHECKPOINT_EVERY = typer.Option(
+    None,
+    help="seconds between saves of an ensemble's training state, from which a killed "
+    "sweep resumes (default 60; 0: at every evaluation)",
+)
+CUDA_GRAPH = typer.Option(
+    False,
+    "--cuda-graph",
+    help="replay each ensemble's training step as a CUDA graph (--device "
+    "cuda only; far fewer kernel launches; recorded in the provenance)",
+)
 
 
 def fail(message: str) -> None:
@@ -50,7 +65,9 @@ def predict(
     heads: str = typer.Option("4,4", help="heads per layer, e.g. 4,4"),
     layers: Optional[int] = typer.Option(None, help="number of layers (default: length of --heads)"),
     D: Optional[int] = typer.Option(None, "--D", help="D of intrinsic-dimension / d-retrieval"),
-    embed: Optional[str] = typer.Option(None, help="embedding dim E per layer (one value or one per layer; default 60)"),
+    embed: Optional[str] = typer.Option(
+        None, help="embedding dim E per layer (one value or one per layer; default 60)"
+    ),
     pe: bool = typer.Option(False, "--pe", help="the model has positional encoding"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     list_targets: bool = typer.Option(False, "--list", help="list the targets and exit"),
@@ -102,7 +119,9 @@ def predict(
 @app.command()
 def run(
     experiment: Optional[str] = typer.Argument(None, help="experiment name (see --list)"),
-    profile: str = typer.Option("quick", help="quick (CPU, minutes), cpu (largest scale for a 2-core CPU) or paper (SPEC §8, one GPU)"),
+    profile: str = typer.Option(
+        "quick", help="quick (CPU, minutes), cpu (largest scale for a 2-core CPU) or paper (SPEC §8, one GPU)"
+    ),
     device: Optional[str] = typer.Option(None, help="cpu or cuda[:N] (default: cuda when present)"),
     out: Optional[str] = typer.Option(None, help="results folder (default runs/EXPERIMENT/PROFILE)"),
     sets: list[str] = typer.Option([], "--set", help="override a config key: key=value (e.g. train.steps=200)"),
@@ -110,12 +129,16 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
     list_experiments: bool = typer.Option(False, "--list", help="list the experiments and exit"),
     executor: str = typer.Option("local", help="local or slurm"),
-    workers: int = typer.Option(1, help="local: ensembles trained at once, each in its own process (GPU: 4-8 keep it busy)"),
+    workers: int = typer.Option(
+        1, help="local: ensembles trained at once, each in its own process (GPU: 4-8 keep it busy)"
+    ),
     share_shapes: Optional[bool] = SHARE_SHAPES,
     max_members: Optional[int] = MAX_MEMBERS,
     checkpoint_every: Optional[float] = CHECKPOINT_EVERY,
     cuda_graph: bool = CUDA_GRAPH,
-    slurm_config: Optional[str] = typer.Option(None, help="JSON file of slurm options (partition, time_min, cpus, gpus, mem_gb, account)"),
+    slurm_config: Optional[str] = typer.Option(
+        None, help="JSON file of slurm options (partition, time_min, cpus, gpus, mem_gb, account)"
+    ),
     partition: Optional[str] = typer.Option(None, help="slurm partition"),
     time_min: Optional[int] = typer.Option(None, help="slurm time limit per job, minutes (default 60)"),
     cpus: Optional[int] = typer.Option(None, help="slurm CPUs per job (default 2)"),
@@ -125,6 +148,7 @@ def run(
 ):
     """Train an experiment's runs (skipping finished records) and write one JSON record per run."""
     from .experiments import EXPERIMENTS, ConfigError, parse_sets
+
     if list_experiments:
         for name, cls in EXPERIMENTS.items():
             typer.echo(f"{name:20s} {cls.description}")
@@ -135,27 +159,54 @@ def run(
         fail(f"--executor must be local or slurm, got {executor!r}")
     try:
         from .runner import run_experiment
+
         slurm = None
         if executor == "slurm":
             from .slurm import load_slurm_options
-            slurm = load_slurm_options(slurm_config, partition=partition, time_min=time_min, cpus=cpus, gpus=gpus,
-                                       mem_gb=mem_gb, account=account)
-        summary = run_experiment(experiment, profile, parse_sets(sets), out=out, device=device,
-                                 progress=not quiet, retry_failed=retry_failed, log=lambda m: typer.echo(m, err=True),
-                                 executor=executor, slurm=slurm, workers=workers, share_shapes=share_shapes,
-                                 max_members=max_members, checkpoint_every_s=checkpoint_every, cuda_graph=cuda_graph)
+
+            slurm = load_slurm_options(
+                slurm_config,
+                partition=partition,
+                time_min=time_min,
+                cpus=cpus,
+                gpus=gpus,
+                mem_gb=mem_gb,
+                account=account,
+            )
+        summary = run_experiment(
+            experiment,
+            profile,
+            parse_sets(sets),
+            out=out,
+            device=device,
+            progress=not quiet,
+            retry_failed=retry_failed,
+            log=lambda m: typer.echo(m, err=True),
+            executor=executor,
+            slurm=slurm,
+            workers=workers,
+            share_shapes=share_shapes,
+            max_members=max_members,
+            checkpoint_every_s=checkpoint_every,
+            cuda_graph=cuda_graph,
+        )
     except (ConfigError, ValueError, PermissionError) as err:
         fail(str(err))
     except OSError as err:
         fail(f"could not write results: {err.strerror or err}")
     done = sum(r["status"] == "done" for r in summary["records"])
     if len(summary["records"]) < summary["runs"]:
-        typer.echo(f"{experiment} [{profile}]: {summary['runs'] - len(summary['records'])} run(s) have no record yet; "
-                   "rerun the same command to finish them", err=True)
-    typer.echo(f"{experiment} [{profile}]: {len(summary['records'])}/{summary['runs']} records "
-               f"({done} done, {len(summary['records']) - done} failed), {summary['trained']} trained now "
-               f"in {summary['wall_time_s']:.0f} s, "
-               f"{summary['skipped']} skipped -> {summary['store']}")
+        typer.echo(
+            f"{experiment} [{profile}]: {summary['runs'] - len(summary['records'])} run(s) have no record yet; "
+            "rerun the same command to finish them",
+            err=True,
+        )
+    typer.echo(
+        f"{experiment} [{profile}]: {len(summary['records'])}/{summary['runs']} records "
+        f"({done} done, {len(summary['records']) - done} failed), {summary['trained']} trained now "
+        f"in {summary['wall_time_s']:.0f} s, "
+        f"{summary['skipped']} skipped -> {summary['store']}"
+    )
 
 
 @app.command()
@@ -172,18 +223,24 @@ def reproduce(
     cuda_graph: bool = CUDA_GRAPH,
     figures: bool = typer.Option(False, "--figures", help="also re-execute every chapter (regenerates the figures)"),
     quiet: bool = typer.Option(False, "--quiet"),
-    verify: bool = typer.Option(False, "--verify", help="instead: retrain a sample of the profile's committed records "
-                                                       "with this code and report any that differ (exit 1 if one does)"),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="instead: retrain a sample of the profile's committed records "
+        "with this code and report any that differ (exit 1 if one does)",
+    ),
     sample: int = typer.Option(2, help="--verify: records per experiment"),
     refresh: bool = typer.Option(False, "--refresh", help="--verify: replace the records that differ by the new ones"),
 ):
     """Run every experiment of the book, then write its tables and data/MANIFEST.json."""
     from .experiments import ConfigError
     from .reproduce import reproduce as _reproduce
+
     if executor not in ("local", "slurm"):
         fail(f"--executor must be local or slurm, got {executor!r}")
     if verify:
         from .reproduce import verify as _verify
+
         if sample < 1:
             fail(f"--sample must be a positive integer, got {sample}")
         try:
@@ -191,23 +248,39 @@ def reproduce(
         except (ConfigError, ValueError) as err:
             fail(str(err))
         stale = [r for r in rows if not r["ok"]]
-        typer.echo(f"verified {len(rows)} record(s): {len(rows) - len(stale)} reproduce, {len(stale)} differ"
-                   + (" (replaced)" if refresh and stale else ""))
+        typer.echo(
+            f"verified {len(rows)} record(s): {len(rows) - len(stale)} reproduce, {len(stale)} differ"
+            + (" (replaced)" if refresh and stale else "")
+        )
         raise typer.Exit(code=1 if stale and not refresh else 0)
     try:
         slurm = None
         if executor == "slurm":
             from .slurm import load_slurm_options
+
             slurm = load_slurm_options(slurm_config)
-        out = _reproduce(profile, only or None, device=device, figures=figures, progress=not quiet,
-                         log=lambda m: typer.echo(m, err=True), executor=executor, slurm=slurm,
-                         workers=workers, share_shapes=share_shapes, max_members=max_members,
-                         checkpoint_every_s=checkpoint_every, cuda_graph=cuda_graph)
+        out = _reproduce(
+            profile,
+            only or None,
+            device=device,
+            figures=figures,
+            progress=not quiet,
+            log=lambda m: typer.echo(m, err=True),
+            executor=executor,
+            slurm=slurm,
+            workers=workers,
+            share_shapes=share_shapes,
+            max_members=max_members,
+            checkpoint_every_s=checkpoint_every,
+            cuda_graph=cuda_graph,
+        )
     except (ConfigError, ValueError, PermissionError, FileNotFoundError) as err:
         fail(str(err))
     for name, s in out["experiments"].items():
-        typer.echo(f"{name:20s} {s['runs']} runs ({s['trained']} trained now in {s['wall_time_s']:.0f} s, "
-                   f"{s['skipped']} recorded)")
+        typer.echo(
+            f"{name:20s} {s['runs']} runs ({s['trained']} trained now in {s['wall_time_s']:.0f} s, "
+            f"{s['skipped']} recorded)"
+        )
     typer.echo(f"manifest: {out['manifest']}")
 
 
@@ -220,15 +293,18 @@ def ingest(
 ):
     """Bring in an archive's new records, sweep and benchmark lines and checkpoints; rewrite tables and manifest."""
     from .reproduce import ingest as _ingest
+
     try:
         s = _ingest(Path(archive), Path(root), Path(bench), Path(checkpoints), log=lambda m: typer.echo(m, err=True))
-    except (ValueError, OSError) as err:   # a bad archive, or a folder we cannot write
+    except (ValueError, OSError) as err:  # a bad archive, or a folder we cannot write
         fail(str(err))
     added = ", ".join(f"{k} {n}" for k, n in s["records"].items()) or "none"
-    typer.echo(f"new records: {added}; {s['kept']} already here (kept); {s['replaced']} invalid here (replaced); "
-               f"{len(s['problems'])} invalid (not ingested); {len(s['dropped'])} links or special files (not extracted); "
-               f"{s['sweep_lines']} sweep and {s['benchmark_lines']} benchmark lines; "
-               f"{len(s['checkpoints'])} checkpoint(s) -> {checkpoints}")
+    typer.echo(
+        f"new records: {added}; {s['kept']} already here (kept); {s['replaced']} invalid here (replaced); "
+        f"{len(s['problems'])} invalid (not ingested); {len(s['dropped'])} links or special files (not extracted); "
+        f"{s['sweep_lines']} sweep and {s['benchmark_lines']} benchmark lines; "
+        f"{len(s['checkpoints'])} checkpoint(s) -> {checkpoints}"
+    )
 
 
 @app.command()
@@ -242,6 +318,7 @@ def results(
     it shows and every record it leaves out."""
     from .experiments import EXPERIMENTS, PROFILES, make_experiment
     from .results import DATA_DIR, aggregate, best_profile, format_rows, load_records
+
     if experiment not in EXPERIMENTS:
         fail(f"unknown experiment {experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
     if profile is not None and profile not in PROFILES:
@@ -253,10 +330,12 @@ def results(
     folder = base if not (base / experiment).is_dir() and any(base.glob("*.json")) else None
     passed: list = []
     # default: the largest complete profile, else the largest with any record (said so below)
-    profile = profile or best_profile(experiment, base, folder=folder, passed=passed) or (passed[0][0] if passed else None)
+    profile = (
+        profile or best_profile(experiment, base, folder=folder, passed=passed) or (passed[0][0] if passed else None)
+    )
     passed = [p for p in passed if p[0] != profile]
     problems: list = []
-    for p in ([profile] if profile else PROFILES):
+    for p in [profile] if profile else PROFILES:
         records = load_records(experiment, p, base, problems=problems, folder=folder)
     for p in sorted(set(map(str, problems))):
         typer.echo(f"skipped: {p}", err=True)

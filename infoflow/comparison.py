@@ -8,6 +8,7 @@
 
 All bounds are RECONSTRUCTED (SPEC §6) unless said otherwise.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,9 +18,18 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from numpy.polynomial import Polynomial as P
 
-__all__ = ["TreeOfComparison", "ComparisonProfile", "PROFILES", "comparison_profile",
-           "set_size_bounds", "model_noc_poly", "model_noc", "asymptotically_at_least",
-           "leading_term", "prop2_min_set_size"]
+__all__ = [
+    "TreeOfComparison",
+    "ComparisonProfile",
+    "PROFILES",
+    "comparison_profile",
+    "set_size_bounds",
+    "model_noc_poly",
+    "model_noc",
+    "asymptotically_at_least",
+    "leading_term",
+    "prop2_min_set_size",
+]
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ class ComparisonProfile:
     order: int
     noc_lower: Callable[[dict], P]
     noc_upper: Callable[[dict], P]
-    trees: Optional[Callable] = None      # (T, params) -> list of trees attaining the upper bound
+    trees: Optional[Callable] = None  # (T, params) -> list of trees attaining the upper bound
     source: str = ""
 
     def lower(self, T: int, **params) -> int:
@@ -98,15 +108,20 @@ class ComparisonProfile:
 
 def _d_retrieval_trees(T, params, target):
     a = target.a
-    return [TreeOfComparison.from_leaves([(t,) for t in range(1, T + 1)],
-                                         key=lambda X, I, ai=ai: float(X[I[0] - 1] @ ai), mode="max")
-            for ai in a]
+    return [
+        TreeOfComparison.from_leaves(
+            [(t,) for t in range(1, T + 1)], key=lambda X, I, ai=ai: float(X[I[0] - 1] @ ai), mode="max"
+        )
+        for ai in a
+    ]
 
 
 def _intrinsic_trees(T, params, target):
     pairs = list(product(range(1, T + 1), repeat=2))
-    return [TreeOfComparison.from_leaves(pairs, key=lambda X, I, A=A: float(X[I[0] - 1] @ A @ X[I[1] - 1]), mode="max")
-            for A in target.A]
+    return [
+        TreeOfComparison.from_leaves(pairs, key=lambda X, I, A=A: float(X[I[0] - 1] @ A @ X[I[1] - 1]), mode="max")
+        for A in target.A
+    ]
 
 
 def _depth_trees(T, params, target):
@@ -116,39 +131,73 @@ def _depth_trees(T, params, target):
 
 def _triangle_trees(T, params, target):
     triples = [(a, b, c) for a in range(1, T + 1) for b in range(a, T + 1) for c in range(b, T + 1)]
-    return [TreeOfComparison.from_leaves(
-        triples, key=lambda X, I: float(np.linalg.norm(X[I[0] - 1] + X[I[1] - 1] + X[I[2] - 1])), mode="min")]
+    return [
+        TreeOfComparison.from_leaves(
+            triples, key=lambda X, I: float(np.linalg.norm(X[I[0] - 1] + X[I[1] - 1] + X[I[2] - 1])), mode="min"
+        )
+    ]
 
 
 PROFILES: dict[str, ComparisonProfile] = {
     "d-retrieval": ComparisonProfile(
-        "d-retrieval", 1, 1,
-        noc_lower=lambda p: p.get("D", 4) * P([-1, 1]), noc_upper=lambda p: p.get("D", 4) * P([-1, 1]),
-        trees=_d_retrieval_trees, source="App. D.1: D trees of T singleton leaves; lower bound D(T−1)"),
+        "d-retrieval",
+        1,
+        1,
+        noc_lower=lambda p: p.get("D", 4) * P([-1, 1]),
+        noc_upper=lambda p: p.get("D", 4) * P([-1, 1]),
+        trees=_d_retrieval_trees,
+        source="App. D.1: D trees of T singleton leaves; lower bound D(T−1)",
+    ),
     "intrinsic-dimension": ComparisonProfile(
-        "intrinsic-dimension", 2, 2,
-        noc_lower=lambda p: p.get("D", 2) * P([-1, 0, 1]), noc_upper=lambda p: p.get("D", 2) * P([-1, 0, 1]),
-        trees=_intrinsic_trees, source="Prop. 1, App. B.1: D trees over the T² ordered pairs; every pair must be a leaf"),
+        "intrinsic-dimension",
+        2,
+        2,
+        noc_lower=lambda p: p.get("D", 2) * P([-1, 0, 1]),
+        noc_upper=lambda p: p.get("D", 2) * P([-1, 0, 1]),
+        trees=_intrinsic_trees,
+        source="Prop. 1, App. B.1: D trees over the T² ordered pairs; every pair must be a leaf",
+    ),
     "triangle-center": ComparisonProfile(
-        "triangle-center", 3, 3,
-        noc_lower=lambda p: P([0, 2, -3, 1]) / 6 - 1, noc_upper=lambda p: P([-1, 0, 0, 1]),
-        trees=_triangle_trees, source="App. D.1: one tree over the T³ ordered triples; lower bound C(T,3) − 1"),
+        "triangle-center",
+        3,
+        3,
+        noc_lower=lambda p: P([0, 2, -3, 1]) / 6 - 1,
+        noc_upper=lambda p: P([-1, 0, 0, 1]),
+        trees=_triangle_trees,
+        source="App. D.1: one tree over the T³ ordered triples; lower bound C(T,3) − 1",
+    ),
     "depth-separation": ComparisonProfile(
-        "depth-separation", 2, 2,
-        noc_lower=lambda p: P([0, -1, 1]) / 2 - 1, noc_upper=lambda p: P([0, -1, 1]) / 2 - 1,
+        "depth-separation",
+        2,
+        2,
+        noc_lower=lambda p: P([0, -1, 1]) / 2 - 1,
+        noc_upper=lambda p: P([0, -1, 1]) / 2 - 1,
         trees=_depth_trees,
-        source="ours, by the argument of App. D.1: one tree over the C(T,2) unordered pairs of distinct tokens"),
+        source="ours, by the argument of App. D.1: one tree over the C(T,2) unordered pairs of distinct tokens",
+    ),
     "pair-center": ComparisonProfile(
-        "pair-center", 2, 2,
-        noc_lower=lambda p: P([0, 1, 1]) / 2 - 1, noc_upper=lambda p: P([0, 1, 1]) / 2 - 1,
-        trees=lambda T, params, target: [TreeOfComparison.from_leaves(
-            [(s, t) for s in range(1, T + 1) for t in range(s, T + 1)],
-            key=lambda X, I: float(np.linalg.norm(X[I[0] - 1] + X[I[1] - 1])), mode="min")],
-        source="ours (beyond the paper): one tree over the T(T+1)/2 unordered pairs with repetition"),
+        "pair-center",
+        2,
+        2,
+        noc_lower=lambda p: P([0, 1, 1]) / 2 - 1,
+        noc_upper=lambda p: P([0, 1, 1]) / 2 - 1,
+        trees=lambda T, params, target: [
+            TreeOfComparison.from_leaves(
+                [(s, t) for s in range(1, T + 1) for t in range(s, T + 1)],
+                key=lambda X, I: float(np.linalg.norm(X[I[0] - 1] + X[I[1] - 1])),
+                mode="min",
+            )
+        ],
+        source="ours (beyond the paper): one tree over the T(T+1)/2 unordered pairs with repetition",
+    ),
     "first-three-sum": ComparisonProfile(
-        "first-three-sum", 1, 1,
-        noc_lower=lambda p: P([0]), noc_upper=lambda p: P([0]),
-        source="ours: the active set {1,2,3} is fixed, no comparison is needed"),
+        "first-three-sum",
+        1,
+        1,
+        noc_lower=lambda p: P([0]),
+        noc_upper=lambda p: P([0]),
+        source="ours: the active set {1,2,3} is fixed, no comparison is needed",
+    ),
 }
 
 
@@ -217,5 +266,5 @@ def asymptotically_at_least(a: P, b: P) -> bool:
 def prop2_min_set_size(T: float, L: int, h: int, c: float = 1 / 6, d_o: int = 3) -> float:
     """Prop. 2 / App. B.2 (RECONSTRUCTED): the smallest M = max|I| with
     L·h·T² + L·T·M^{d_o} ≥ c·T^{d_o}; grows like (c/L)^{1/d_o}·T^{(d_o−1)/d_o}."""
-    need = c * T ** d_o - L * h * T ** 2
+    need = c * T**d_o - L * h * T**2
     return float(max(0.0, need / (L * T)) ** (1.0 / d_o))

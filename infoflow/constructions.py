@@ -20,6 +20,7 @@
   ⌈d|I|/m⌉ coordinates; decode by staircases; then every Heaviside unit replaced by a steep tanh
   (Lemma 1). Parameter count ~ m·ε^{−d|I|/m} + d|I|·ε^{−1}.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["depth_separation_transformer", "intrinsic_dimension_transformer", "square_staircase", "BitCodec",
-           "bit_codec", "staircase_units"]
+__all__ = [
+    "depth_separation_transformer",
+    "intrinsic_dimension_transformer",
+    "square_staircase",
+    "BitCodec",
+    "bit_codec",
+    "staircase_units",
+]
 
 
 def staircase_units(f, lo: float, hi: float, n: int):
@@ -47,8 +54,9 @@ def square_staircase(u, n: int, kappa: float | None = None):
     return f0 + (jumps * (1 + np.tanh(kappa * (u - mids))) / 2).sum(-1)
 
 
-def depth_separation_transformer(T: int, n_steps: int, beta: float = 2000.0, d: int = 2, kappa: float | None = None,
-                                 big: float = 50.0):
+def depth_separation_transformer(
+    T: int, n_steps: int, beta: float = 2000.0, d: int = 2, kappa: float | None = None, big: float = 50.0
+):
     """The Thm 1 construction as an EnsembleTransformer (one member), float64.
 
     Residual coordinates: x (d) | y = retrieved x_{s*} (d) | g | out | const | is_cls.
@@ -89,7 +97,7 @@ def depth_separation_transformer(T: int, n_steps: int, beta: float = 2000.0, d: 
                     l1["W_1"][0, i, unit] = kappa
                     l1["W_1"][0, d + i, unit] = sign * kappa
                     l1["b_1"][0, unit] = -kappa * mk
-                    l1["W_2"][0, unit, G] = sign * dk / 8.0   # H = (1 + tanh)/2; the /2 constants cancel
+                    l1["W_2"][0, unit, G] = sign * dk / 8.0  # H = (1 + tanh)/2; the /2 constants cancel
                     unit += 1
         # layer 2: the CLS attends to argmin_t g_t (score -beta g_t, CLS key excluded); value: g -> out
         l2 = model.layers[1]
@@ -105,8 +113,16 @@ def depth_separation_transformer(T: int, n_steps: int, beta: float = 2000.0, d: 
     return model
 
 
-def intrinsic_dimension_transformer(A, T: int, n_steps: int, heads: tuple | None = None, reach: float = 10.0,
-                                    beta: float = 400.0, kappa: float | None = None, big: float = 50.0):
+def intrinsic_dimension_transformer(
+    A,
+    T: int,
+    n_steps: int,
+    heads: tuple | None = None,
+    reach: float = 10.0,
+    beta: float = 400.0,
+    kappa: float | None = None,
+    big: float = 50.0,
+):
     """The (h1, h2) recipe for eq. 6 as an EnsembleTransformer (one member, float64); ``A`` (D, d, d).
     ``heads`` defaults to (D, D); h1, h2 in {D - 1, D}. Each product x_j·w_j of g_i is
     ((x_j + w_j)² − (x_j − w_j)²)/4, each square a staircase of ``n_steps`` tanh units on
@@ -123,7 +139,7 @@ def intrinsic_dimension_transformer(A, T: int, n_steps: int, heads: tuple | None
     Y = [slice(d * (i + 1), d * (i + 2)) for i in range(h1)]
     G = [d * (h1 + 1) + i for i in range(D)]
     OUT, C, CLS = G[-1] + 1, G[-1] + 2, G[-1] + 3
-    E, n = CLS + 1, d + 1                      # per-head width: d for the pairing, 1 to exclude the CLS key
+    E, n = CLS + 1, d + 1  # per-head width: d for the pairing, 1 to exclude the CLS key
     m = 2 * d * D * n_steps
     cfg = ModelConfig(d=d, T=T, heads=(h1, h2), E=E, ffn=m, activation="tanh", beta=1.0, head_dim=n)
     model = EnsembleTransformer(cfg, members=1).double()
@@ -137,7 +153,7 @@ def intrinsic_dimension_transformer(A, T: int, n_steps: int, heads: tuple | None
         model.b_in[0, C] = 1.0
         model.cls[0, C], model.cls[0, CLS] = 1.0, 1.0
         l1, l2 = model.layers
-        for i in range(h1):                    # layer 1, head i: s → argmax_t x_sᵀA_i x_t, copy x_t into y_i
+        for i in range(h1):  # layer 1, head i: s → argmax_t x_sᵀA_i x_t, copy x_t into y_i
             cols = slice(i * n, i * n + d)
             l1["W_Q"][0, :d, cols] = sb * At[i]
             l1["W_K"][0, :d, cols] = sb * torch.eye(d)
@@ -147,7 +163,7 @@ def intrinsic_dimension_transformer(A, T: int, n_steps: int, heads: tuple | None
             l1["W_O"][0, cols, Y[i]] = torch.eye(d)
         mids, jumps, _ = staircase_units(np.square, -reach, reach, n_steps)
         unit = 0
-        for i in range(D):                     # layer-1 FFN: g_i = Σ_j x_j (A_i y_i)_j  (y_i = x without head i)
+        for i in range(D):  # layer-1 FFN: g_i = Σ_j x_j (A_i y_i)_j  (y_i = x without head i)
             src = Y[i] if i < h1 else slice(0, d)
             for j in range(d):
                 for sign in (1.0, -1.0):
@@ -157,8 +173,8 @@ def intrinsic_dimension_transformer(A, T: int, n_steps: int, heads: tuple | None
                         l1["b_1"][0, unit] = -kappa * mk
                         l1["W_2"][0, unit, G[i]] = sign * dk / 8.0
                         unit += 1
-        for i in range(h2):                    # layer 2, head i: the CLS takes max_s g_i(s); the last head
-            rest = G[i:] if i == h2 - 1 else [G[i]]   # of h2 = D - 1 selects by the sum of the g_i left
+        for i in range(h2):  # layer 2, head i: the CLS takes max_s g_i(s); the last head
+            rest = G[i:] if i == h2 - 1 else [G[i]]  # of h2 = D - 1 selects by the sum of the g_i left
             for g in rest:
                 l2["W_K"][0, g, i * n] = sb
                 l2["W_V"][0, g, i * n] = 1.0
@@ -166,7 +182,7 @@ def intrinsic_dimension_transformer(A, T: int, n_steps: int, heads: tuple | None
             l2["W_Q"][0, C, i * n + 1] = sb
             l2["W_K"][0, CLS, i * n + 1] = -big * sb
             l2["W_O"][0, i * n, OUT] = 1.0
-        a = 1e-4                               # readout: tanh(a·out)/a ≈ out
+        a = 1e-4  # readout: tanh(a·out)/a ≈ out
         model.R_1[0, OUT, 0] = a
         model.R_2[0, 0, 0] = 1.0 / a
     return model
@@ -176,12 +192,12 @@ def intrinsic_dimension_transformer(A, T: int, n_steps: int, heads: tuple | None
 class BitCodec:
     """Two two-layer networks (encoder ℝ^{n} → ℝ^m, decoder ℝ^m → ℝ^{n}) built from step units."""
 
-    n: int           # d·|I| coordinates
-    m: int           # latent width
+    n: int  # d·|I| coordinates
+    m: int  # latent width
     bits: int
-    enc_thresholds: np.ndarray   # per coordinate: 2^b − 1 thresholds
-    groups: list                 # coordinates packed in each latent
-    kappa: float = math.inf      # inf: Heaviside; finite: steep tanh (Lemma 1)
+    enc_thresholds: np.ndarray  # per coordinate: 2^b − 1 thresholds
+    groups: list  # coordinates packed in each latent
+    kappa: float = math.inf  # inf: Heaviside; finite: steep tanh (Lemma 1)
 
     def step(self, z):
         if math.isinf(self.kappa):
@@ -190,7 +206,7 @@ class BitCodec:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """x (N, n) in [0,1) → z (N, m): latent j = Σ_r q(x_{i_r}) 2^{−b r}, q the b-bit truncation."""
-        q = (self.step(x[..., None] - self.enc_thresholds) / 2 ** self.bits).sum(-1)        # (N, n)
+        q = (self.step(x[..., None] - self.enc_thresholds) / 2**self.bits).sum(-1)  # (N, n)
         z = np.zeros((x.shape[0], self.m))
         for j, group in enumerate(self.groups):
             for r, i in enumerate(group):
@@ -205,10 +221,10 @@ class BitCodec:
             k = len(group)
             levels = 2 ** (self.bits * k)
             cells = np.arange(levels)
-            thresholds = (cells[1:] - 0.5) / levels                       # between packed codes
-            codes = cells[:, None] // (2 ** (self.bits * (k - 1 - np.arange(k)))) % 2 ** self.bits
-            centres = (codes + 0.5) / 2 ** self.bits                       # (levels, k)
-            steps = self.step(z[:, j, None] - thresholds)                  # (N, levels-1)
+            thresholds = (cells[1:] - 0.5) / levels  # between packed codes
+            codes = cells[:, None] // (2 ** (self.bits * (k - 1 - np.arange(k)))) % 2**self.bits
+            centres = (codes + 0.5) / 2**self.bits  # (levels, k)
+            steps = self.step(z[:, j, None] - thresholds)  # (N, levels-1)
             out[:, group] = centres[0] + steps @ np.diff(centres, axis=0)
         return out
 
@@ -217,12 +233,12 @@ class BitCodec:
 
     def parameter_count(self) -> int:
         """Non-zero weights and biases of the two two-layer networks."""
-        enc_units = self.n * (2 ** self.bits - 1)
-        enc = enc_units * 2 + enc_units * 1 + self.m          # in-weight + bias per unit, one out-weight each
+        enc_units = self.n * (2**self.bits - 1)
+        enc = enc_units * 2 + enc_units * 1 + self.m  # in-weight + bias per unit, one out-weight each
         dec = 0
         for group in self.groups:
             units = 2 ** (self.bits * len(group)) - 1
-            dec += units * 2 + units * len(group)             # in-weight + bias, out-weights per packed coordinate
+            dec += units * 2 + units * len(group)  # in-weight + bias, out-weights per packed coordinate
         return enc + dec + self.n
 
 
@@ -239,5 +255,5 @@ def bit_codec(n: int, m: int, eps: float, kappa: float = math.inf) -> BitCodec:
     per = math.ceil(n / m_used)
     groups = [list(range(j * per, min(n, (j + 1) * per))) for j in range(m_used)]
     groups = [g for g in groups if g]
-    thresholds = np.arange(1, 2 ** bits) / 2 ** bits
+    thresholds = np.arange(1, 2**bits) / 2**bits
     return BitCodec(n=n, m=len(groups), bits=bits, enc_thresholds=thresholds, groups=groups, kappa=kappa)

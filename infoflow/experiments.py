@@ -6,12 +6,21 @@ SPEC §8); change it with ``--set key=value`` rather than in code.
 An experiment expands into run configs (plain dicts, seed included) that the runner hashes, groups
 into ensembles (runs equal but for the seed) and trains.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Optional
 
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .targets import TARGETS
 
@@ -24,16 +33,16 @@ class ConfigError(ValueError):
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Seed = Annotated[int, Field(ge=0, lt=2 ** 63)]
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 class TrainSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     steps: PositiveInt = 1000
     batch: PositiveInt = 256
-    lr: Positive = 1e-3              # THIRD-PARTY
+    lr: Positive = 1e-3  # THIRD-PARTY
     weight_decay: NonNegative = 1e-2  # THIRD-PARTY
-    grad_clip: Positive = 1.0        # DEFAULT
+    grad_clip: Positive = 1.0  # DEFAULT
     tail_steps: NonNegativeInt = 0
     tail_lr: NonNegative = 1e-4
     n_val: PositiveInt = 2048
@@ -98,8 +107,16 @@ class Experiment(BaseModel):
         return None
 
     def model(self, heads, E, **kw) -> dict:
-        return {"heads": list(heads), "E": E, "ffn": self.ffn, "activation": self.activation, "pe": "none",
-                "layernorm": False, "head_dim": None, **kw}
+        return {
+            "heads": list(heads),
+            "E": E,
+            "ffn": self.ffn,
+            "activation": self.activation,
+            "pe": "none",
+            "layernorm": False,
+            "head_dim": None,
+            **kw,
+        }
 
     def train_for(self, label: str) -> dict:
         """The training settings of a variant (the experiment's own unless a subclass varies them)."""
@@ -110,22 +127,42 @@ class Experiment(BaseModel):
         for label, params, T, model in self.variants():
             train = _drop_later_defaults("train", self.train_for(label))
             for seed in self.seeds:
-                out.append({"experiment": self.name, "label": label, "target": self.target,
-                            "target_params": params, "T": T, "model": _drop_later_defaults("model", model),
-                            "train": train, "seed": seed})
+                out.append(
+                    {
+                        "experiment": self.name,
+                        "label": label,
+                        "target": self.target,
+                        "target_params": params,
+                        "T": T,
+                        "model": _drop_later_defaults("model", model),
+                        "train": train,
+                        "seed": seed,
+                    }
+                )
         return out
 
 
 # Profiles shared by the one-target-per-T experiments of Sec. 4 (our choice).
-SMALL_QUICK = {"Ts": [4, 8, 16], "seeds": [0], "ffn": 64, "E": 16,
-               "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}}
-SMALL_CPU = {"Ts": [4, 8, 16], "seeds": [0, 1], "ffn": 64, "E": 16,
-             "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100}}
+SMALL_QUICK = {
+    "Ts": [4, 8, 16],
+    "seeds": [0],
+    "ffn": 64,
+    "E": 16,
+    "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3},
+}
+SMALL_CPU = {
+    "Ts": [4, 8, 16],
+    "seeds": [0, 1],
+    "ffn": 64,
+    "E": 16,
+    "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100},
+}
 
 
 def _probe_inputs(model, target, T: int, n: int):
     """The same ``n`` fixed inputs (seeded) for every member, on the model's device: (M, n, T, d)."""
     import torch
+
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(20260517)
     return target.sample_inputs(g, n, T)[None].expand(model.M, -1, -1, -1)
 
@@ -144,10 +181,22 @@ class IntrinsicDimension(Experiment):
     ffn: PositiveInt = 240
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"Ds": [2, 3, 4], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1, 2],
-                "train": {"steps": 15000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None}},
-        "quick": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 64, "seeds": [0, 1],
-                  "train": {"steps": 600, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+        "cpu": {
+            "Ds": [2, 3, 4],
+            "T": 16,
+            "E": 24,
+            "ffn": 96,
+            "seeds": [0, 1, 2],
+            "train": {"steps": 15000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None},
+        },
+        "quick": {
+            "Ds": [2, 3],
+            "T": 16,
+            "E": 24,
+            "ffn": 64,
+            "seeds": [0, 1],
+            "train": {"steps": 600, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3},
+        },
     }
     train: TrainSpec = TrainSpec(steps=20000, batch=256, n_train=100000, n_val=10000, eval_every=500)
 
@@ -161,14 +210,29 @@ class IntrinsicDimension(Experiment):
 class IntrinsicDimensionLong(IntrinsicDimension):
     """Is the (D,D) gap still opening when the cosine schedule ends? The D = 2, 3 runs of the cpu profile,
     trained four times longer (our question; the paper's steps are unknown)."""
+
     name: ClassVar[str] = "intrinsic-dimension-long"
-    description: ClassVar[str] = "The D = 2 (cpu: and 3) configurations trained 4x longer (60k steps): does the gap keep opening?"
+    description: ClassVar[str] = (
+        "The D = 2 (cpu: and 3) configurations trained 4x longer (60k steps): does the gap keep opening?"
+    )
     profiles: ClassVar[dict] = {
         "paper": {"Ds": [2], "train": {"steps": 60000}},
-        "cpu": {"Ds": [2, 3], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1],
-                "train": {"steps": 60000, "batch": 256, "n_val": 4096, "eval_every": 500, "n_train": None}},
-        "quick": {"Ds": [2], "T": 16, "E": 24, "ffn": 64, "seeds": [0],
-                  "train": {"steps": 1200, "batch": 128, "n_val": 1024, "eval_every": 100, "lr": 3e-3}},
+        "cpu": {
+            "Ds": [2, 3],
+            "T": 16,
+            "E": 24,
+            "ffn": 96,
+            "seeds": [0, 1],
+            "train": {"steps": 60000, "batch": 256, "n_val": 4096, "eval_every": 500, "n_train": None},
+        },
+        "quick": {
+            "Ds": [2],
+            "T": 16,
+            "E": 24,
+            "ffn": 64,
+            "seeds": [0],
+            "train": {"steps": 1200, "batch": 128, "n_val": 1024, "eval_every": 100, "lr": 3e-3},
+        },
     }
 
 
@@ -177,27 +241,54 @@ class IntrinsicDimensionWide(IntrinsicDimension):
     not, so these runs use the paper's widths E = 60, ffn = 240 (our choice) at the cpu profile's T and
     steps; D = 4 is run at both widths as the bridge between the two. At paper scale E is 60 already,
     so the paper profile has no runs (they are ``intrinsic-dimension``'s D = 4..6)."""
+
     name: ClassVar[str] = "intrinsic-dimension-wide"
-    description: ClassVar[str] = "D = 4, 5, 6 at E = 60 (the cpu profile's E = 24 is not divisible by 5): the missing dimensions on CPU"
+    description: ClassVar[str] = (
+        "D = 4, 5, 6 at E = 60 (the cpu profile's E = 24 is not divisible by 5): the missing dimensions on CPU"
+    )
     profiles: ClassVar[dict] = {
-        "paper": {"Ds": []},     # no runs: at paper scale these are intrinsic-dimension's own
-        "cpu": {"Ds": [5, 6, 4], "T": 16, "seeds": [0, 1, 2],
-                "train": {"steps": 15000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None}},
-        "quick": {"Ds": [5], "T": 8, "ffn": 64, "seeds": [0],
-                  "train": {"steps": 300, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+        "paper": {"Ds": []},  # no runs: at paper scale these are intrinsic-dimension's own
+        "cpu": {
+            "Ds": [5, 6, 4],
+            "T": 16,
+            "seeds": [0, 1, 2],
+            "train": {"steps": 15000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None},
+        },
+        "quick": {
+            "Ds": [5],
+            "T": 8,
+            "ffn": 64,
+            "seeds": [0],
+            "train": {"steps": 300, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3},
+        },
     }
 
 
 class IntrinsicDimensionDeep(IntrinsicDimension):
     """Beyond the paper: three layers with a one-head middle layer, (D,1,D), (D-1,1,D), (D,1,D-1)."""
+
     name: ClassVar[str] = "intrinsic-dimension-deep"
-    description: ClassVar[str] = "Beyond the paper: three-layer (D,1,D), (D-1,1,D), (D,1,D-1) on the intrinsic-dimension target"
+    description: ClassVar[str] = (
+        "Beyond the paper: three-layer (D,1,D), (D-1,1,D), (D,1,D-1) on the intrinsic-dimension target"
+    )
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"Ds": [2], "T": 8, "E": 24, "ffn": 96, "seeds": [0],
-                "train": {"steps": 8000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None}},
-        "quick": {"Ds": [2], "T": 8, "E": 24, "ffn": 64, "seeds": [0],
-                  "train": {"steps": 300, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+        "cpu": {
+            "Ds": [2],
+            "T": 8,
+            "E": 24,
+            "ffn": 96,
+            "seeds": [0],
+            "train": {"steps": 8000, "batch": 256, "n_val": 4096, "eval_every": 250, "n_train": None},
+        },
+        "quick": {
+            "Ds": [2],
+            "T": 8,
+            "E": 24,
+            "ffn": 64,
+            "seeds": [0],
+            "train": {"steps": 300, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3},
+        },
     }
 
     def variants(self):
@@ -232,17 +323,32 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
     (each a change of the recipe, :data:`LEVERS`), for the configurations in ``kinds``. The model is
     probed as it trains: at every evaluation, how often each first-layer head attends to the partner
     argmax_t x_sᵀA_i x_t of each A_i (:func:`~infoflow.probes.head_alignment`)."""
+
     name: ClassVar[str] = "intrinsic-dimension-levers"
-    description: ClassVar[str] = "Sec. 6.1 optimisation study: (D,D) under the paper recipe and one lever at a time, heads probed while training"
+    description: ClassVar[str] = (
+        "Sec. 6.1 optimisation study: (D,D) under the paper recipe and one lever at a time, heads probed while training"
+    )
     kinds: list[Literal["(D,D)", "(D-1,D)", "(D,D-1)"]] = ["(D,D)"]
     levers: dict[str, dict] = LEVERS
     probe_samples: PositiveInt = 256
     profiles: ClassVar[dict] = {
         "paper": {"Ds": [2], "train": {"n_train": None}},
-        "cpu": {"Ds": [2], "T": 16, "E": 24, "ffn": 96, "seeds": [0, 1, 2, 3, 4],
-                "train": {"steps": 4000, "batch": 256, "n_val": 4096, "eval_every": 100, "n_train": None}},
-        "quick": {"Ds": [2], "T": 8, "E": 24, "ffn": 32, "seeds": [0, 1],
-                  "train": {"steps": 300, "batch": 64, "n_val": 512, "eval_every": 50, "n_train": None}},
+        "cpu": {
+            "Ds": [2],
+            "T": 16,
+            "E": 24,
+            "ffn": 96,
+            "seeds": [0, 1, 2, 3, 4],
+            "train": {"steps": 4000, "batch": 256, "n_val": 4096, "eval_every": 100, "n_train": None},
+        },
+        "quick": {
+            "Ds": [2],
+            "T": 8,
+            "E": 24,
+            "ffn": 32,
+            "seeds": [0, 1],
+            "train": {"steps": 300, "batch": 64, "n_val": 512, "eval_every": 50, "n_train": None},
+        },
     }
 
     @field_validator("levers")
@@ -251,7 +357,9 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
         for name, lever in v.items():
             unknown = set(lever) - LEVER_KEYS
             if unknown:
-                raise ValueError(f"lever {name!r}: unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(LEVER_KEYS))}")
+                raise ValueError(
+                    f"lever {name!r}: unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(LEVER_KEYS))}"
+                )
         return v
 
     def variants(self):
@@ -278,7 +386,7 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
         for key, value in lever.items():
             if key == "warmup":
                 train["warmup_steps"] = int(round(value * steps))
-            elif key == "curriculum":   # stages too short to hold a step at this length of training are left out
+            elif key == "curriculum":  # stages too short to hold a step at this length of training are left out
                 stages = [(max(1, int(round(f * self.T))), int(round(g * steps))) for f, g in value]
                 train["curriculum"] = [stage for stage in stages if stage[1] > 0]
             elif key in TrainSpec.model_fields:
@@ -288,32 +396,48 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
         except ValidationError as err:
             e = err.errors()[0]
             where = ".".join(str(p) for p in e["loc"])
-            raise ConfigError(f"{self.name}: lever {self.lever_of(label)!r}: train{'.' + where if where else ''}: "
-                              f"{e['msg']}") from None
+            raise ConfigError(
+                f"{self.name}: lever {self.lever_of(label)!r}: train{'.' + where if where else ''}: {e['msg']}"
+            ) from None
 
     def monitor(self, model, targets, T: int):
         import torch
         from .probes import head_alignment
+
         X = _probe_inputs(model, targets[0], T, self.probe_samples)
         A = torch.as_tensor(targets[0].A, dtype=X.dtype, device=X.device)
-        return "alignment", lambda m: head_alignment(m, A, X)   # one target per group: never shared shapes
+        return "alignment", lambda m: head_alignment(m, A, X)  # one target per group: never shared shapes
 
 
 class IntrinsicDimensionTuned(IntrinsicDimensionLevers):
     """Sec. 6.1 under our tuned recipe (DEFAULT, ours: the study's strongest single lever, lr 1e-2,
     on fresh samples), all three configurations, beside the paper recipe's records, which stay as
     they are. Probed as the study is."""
+
     name: ClassVar[str] = "intrinsic-dimension-tuned"
-    description: ClassVar[str] = "Sec. 6.1 under our tuned recipe (lr 1e-2, fresh samples): (D,D), (D-1,D), (D,D-1), heads probed"
+    description: ClassVar[str] = (
+        "Sec. 6.1 under our tuned recipe (lr 1e-2, fresh samples): (D,D), (D-1,D), (D,D-1), heads probed"
+    )
     kinds: list[Literal["(D,D)", "(D-1,D)", "(D,D-1)"]] = ["(D,D)", "(D-1,D)", "(D,D-1)"]
     levers: dict[str, dict] = {"tuned": {"lr": 1e-2}}
     seeds: list[Seed] = [0, 1, 2, 3, 4]
     profiles: ClassVar[dict] = {
         "paper": {"train": {"n_train": None}},
-        "cpu": {"Ds": [2, 3, 4], "T": 16, "E": 24, "ffn": 96,
-                "train": {"steps": 8000, "batch": 256, "n_val": 4096, "eval_every": 200, "n_train": None}},
-        "quick": {"Ds": [2], "T": 8, "E": 24, "ffn": 32, "seeds": [0, 1],
-                  "train": {"steps": 300, "batch": 64, "n_val": 512, "eval_every": 50, "n_train": None}},
+        "cpu": {
+            "Ds": [2, 3, 4],
+            "T": 16,
+            "E": 24,
+            "ffn": 96,
+            "train": {"steps": 8000, "batch": 256, "n_val": 4096, "eval_every": 200, "n_train": None},
+        },
+        "quick": {
+            "Ds": [2],
+            "T": 8,
+            "E": 24,
+            "ffn": 32,
+            "seeds": [0, 1],
+            "train": {"steps": 300, "batch": 64, "n_val": 512, "eval_every": 50, "n_train": None},
+        },
     }
 
 
@@ -325,10 +449,17 @@ class TriangleCenter(Experiment):
     sizes: list[tuple[PositiveInt, PositiveInt, PositiveInt]] = [(2, 2, 24), (4, 4, 24), (4, 4, 48)]
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"Ts": [4, 8, 16, 32], "seeds": [0, 1],
-                "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100, "n_train": None}},
-        "quick": {"Ts": [4, 8, 16], "seeds": [0, 1], "ffn": 64,
-                  "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+        "cpu": {
+            "Ts": [4, 8, 16, 32],
+            "seeds": [0, 1],
+            "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100, "n_train": None},
+        },
+        "quick": {
+            "Ts": [4, 8, 16],
+            "seeds": [0, 1],
+            "ffn": 64,
+            "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3},
+        },
     }
     train: TrainSpec = TrainSpec(steps=20000, batch=256, n_train=100000, n_val=10000, eval_every=500)
 
@@ -350,7 +481,7 @@ class DepthSeparation(Experiment):
     target: ClassVar[str] = "depth-separation"
     Ts: list[PositiveInt] = [4, 8, 16, 32]
     E: PositiveInt = 32
-    d: PositiveInt = 8   # DEFAULT: on the circle (d = 2) min x_s.x_t is ≈ −1 with variance ~1e-4 at T = 32
+    d: PositiveInt = 8  # DEFAULT: on the circle (d = 2) min x_s.x_t is ≈ −1 with variance ~1e-4 at T = 32
     configs: list[list[PositiveInt]] = [[1], [2], [4], [1, 1]]
     profiles: ClassVar[dict] = {
         "paper": {},
@@ -399,19 +530,35 @@ class Probes(Experiment):
     configs: list[tuple[PositiveInt, PositiveInt]] = [(5, 5), (5, 6), (6, 5), (6, 6), (7, 6), (7, 7)]
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"T": 12, "seeds": [0], "ffn": 64, "E": 32, "head_dim": 4,
-                "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100, "lr": 3e-3}},
-        "quick": {"T": 12, "seeds": [0], "ffn": 64, "E": 32, "head_dim": 4, "configs": [(5, 5), (6, 6)],
-                  "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3}},
+        "cpu": {
+            "T": 12,
+            "seeds": [0],
+            "ffn": 64,
+            "E": 32,
+            "head_dim": 4,
+            "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100, "lr": 3e-3},
+        },
+        "quick": {
+            "T": 12,
+            "seeds": [0],
+            "ffn": 64,
+            "E": 32,
+            "head_dim": 4,
+            "configs": [(5, 5), (6, 6)],
+            "train": {"steps": 500, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3},
+        },
     }
     train: TrainSpec = TrainSpec(steps=10000, batch=256, n_val=4096, eval_every=250)
 
     def measure(self, model, target, T, phase):
         from .probes import recovery_errors
+
         X = _probe_inputs(model, target, T, 2048)
         argmax, second = recovery_errors(model, X, rank=1), recovery_errors(model, X, rank=2)
-        return [{f"recovery_argmax_{phase}": a.tolist(), f"recovery_second_{phase}": b.tolist()}
-                for a, b in zip(argmax, second)]
+        return [
+            {f"recovery_argmax_{phase}": a.tolist(), f"recovery_second_{phase}": b.tolist()}
+            for a, b in zip(argmax, second)
+        ]
 
     def variants(self):
         for h1, h2 in self.configs:
@@ -420,32 +567,56 @@ class Probes(Experiment):
 
 class SpecificPosition(Experiment):
     name: ClassVar[str] = "specific-position"
-    description: ClassVar[str] = "App. C.3 / Fig. 4: one layer, one head on x1+x2+x3, with and without positional encoding"
+    description: ClassVar[str] = (
+        "App. C.3 / Fig. 4: one layer, one head on x1+x2+x3, with and without positional encoding"
+    )
     target: ClassVar[str] = "first-three-sum"
     T: PositiveInt = 10
     E: PositiveInt = 32
     pes: list[Literal["additive", "none"]] = ["additive", "none"]
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"seeds": [0, 1], "ffn": 64,
-                "train": {"steps": 4000, "batch": 128, "n_train": 10000, "n_val": 2000, "eval_every": 100,
-                          "lr": 3e-3, "tail_steps": 400}},
-        "quick": {"seeds": [0], "ffn": 64,
-                  "train": {"steps": 1500, "batch": 128, "n_train": 10000, "n_val": 2000, "eval_every": 100,
-                            "lr": 3e-3, "tail_steps": 200}},
+        "cpu": {
+            "seeds": [0, 1],
+            "ffn": 64,
+            "train": {
+                "steps": 4000,
+                "batch": 128,
+                "n_train": 10000,
+                "n_val": 2000,
+                "eval_every": 100,
+                "lr": 3e-3,
+                "tail_steps": 400,
+            },
+        },
+        "quick": {
+            "seeds": [0],
+            "ffn": 64,
+            "train": {
+                "steps": 1500,
+                "batch": 128,
+                "n_train": 10000,
+                "n_val": 2000,
+                "eval_every": 100,
+                "lr": 3e-3,
+                "tail_steps": 200,
+            },
+        },
     }
     # THIRD-PARTY: 2000 epochs; DEFAULT: 10k samples (78 steps of 128 per epoch), tail 200 epochs at 1e-4
-    train: TrainSpec = TrainSpec(steps=156000, batch=128, n_train=10000, n_val=2000, eval_every=1000,
-                                 tail_steps=15600, tail_lr=1e-4)
+    train: TrainSpec = TrainSpec(
+        steps=156000, batch=128, n_train=10000, n_val=2000, eval_every=1000, tail_steps=15600, tail_lr=1e-4
+    )
 
     def measure(self, model, target, T, phase):
         if phase != "trained":
             return None
         import torch
+
         X = _probe_inputs(model, target, T, 1024)
         with torch.no_grad():
             _, rec = model(X, record=True)
-        cls = rec[0]["attention"][:, :, 0, 0, :]          # (M, B, T+1): CLS query, head 1
+        cls = rec[0]["attention"][:, :, 0, 0, :]  # (M, B, T+1): CLS query, head 1
         return [{"cls_attention_mean": c.mean(0).tolist(), "cls_attention_samples": c[:8].tolist()} for c in cls]
 
     def variants(self):
@@ -454,10 +625,23 @@ class SpecificPosition(Experiment):
 
 
 EXPERIMENTS: dict[str, type[Experiment]] = {
-    c.name: c for c in (DepthSeparation, KthLargest, Probes, SpecificPosition, IntrinsicDimension,
-                        IntrinsicDimensionDeep, IntrinsicDimensionLong, IntrinsicDimensionWide, IntrinsicDimensionLevers,
-                        IntrinsicDimensionTuned, TriangleCenter, PairCenter)}
-PROFILES = ("quick", "cpu", "paper")   # cpu: the largest scale that fits a 2-core CPU (our choice)
+    c.name: c
+    for c in (
+        DepthSeparation,
+        KthLargest,
+        Probes,
+        SpecificPosition,
+        IntrinsicDimension,
+        IntrinsicDimensionDeep,
+        IntrinsicDimensionLong,
+        IntrinsicDimensionWide,
+        IntrinsicDimensionLevers,
+        IntrinsicDimensionTuned,
+        TriangleCenter,
+        PairCenter,
+    )
+}
+PROFILES = ("quick", "cpu", "paper")  # cpu: the largest scale that fits a 2-core CPU (our choice)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -469,6 +653,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 def _parse_value(text: str):
     import json
+
     try:
         return json.loads(text)
     except ValueError:
@@ -515,8 +700,10 @@ def make_experiment(name: str, profile: str = "quick", overrides: Optional[dict]
         m = run["model"]
         for l, h in enumerate(m["heads"], 1):
             if m["head_dim"] is None and m["E"] % h:
-                raise ConfigError(f"{name}: E = {m['E']} must be divisible by the head count of layer {l} ({h}) "
-                                  f"in variant {run['label']}")
+                raise ConfigError(
+                    f"{name}: E = {m['E']} must be divisible by the head count of layer {l} ({h}) "
+                    f"in variant {run['label']}"
+                )
         if run["target"] not in TARGETS:  # pragma: no cover - guarded by the class definitions
             raise ConfigError(f"unknown target {run['target']!r}")
     return exp

@@ -1,6 +1,7 @@
 """Figures for citing: every figure saved as PDF, SVG and PNG with the CSV of its data and a
 caption that says what was run (profile, seeds, device), under a stable name in ``book/figures/``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,7 @@ from typing import Iterable, Mapping, Sequence
 
 import matplotlib
 
-matplotlib.rcParams["svg.hashsalt"] = "infoflow-book"   # stable SVG ids, so files diff cleanly
+matplotlib.rcParams["svg.hashsalt"] = "infoflow-book"  # stable SVG ids, so files diff cleanly
 matplotlib.rcParams["svg.fonttype"] = "none"
 
 FIGURE_DIR = Path(os.environ.get("INFOFLOW_FIGURE_DIR", Path(__file__).resolve().parent.parent / "book" / "figures"))
@@ -27,7 +28,7 @@ def plot_seed_spread(ax, rows, x: str, series: str = "label", logy: bool = True,
     for i, name in enumerate(names):
         rs = sorted((r for r in rows if r[series] == name and r["mean"] is not None), key=lambda r: r[x])
         xs = [r[x] for r in rs]
-        line, = ax.plot(xs, [r["mean"] for r in rs], marker=markers[i % len(markers)], label=str(name))
+        (line,) = ax.plot(xs, [r["mean"] for r in rs], marker=markers[i % len(markers)], label=str(name))
         ax.fill_between(xs, [r["best"] for r in rs], [r["worst"] for r in rs], color=line.get_color(), alpha=0.2)
     if logy:
         ax.set_yscale("log")
@@ -69,8 +70,9 @@ def save_figure(fig, name: str, rows: Iterable[Mapping], caption_text: str, outd
         writer.writerows(rows)
     paths["csv"] = str(outdir / f"{name}.csv")
     with open(outdir / f"{name}.json", "w") as fh:
-        json.dump({"name": name, "caption": caption_text, "files": sorted(Path(p).name for p in paths.values())},
-                  fh, indent=1)
+        json.dump(
+            {"name": name, "caption": caption_text, "files": sorted(Path(p).name for p in paths.values())}, fh, indent=1
+        )
     paths["json"] = str(outdir / f"{name}.json")
     return paths
 
@@ -87,17 +89,27 @@ def plot_information_flow(trace, ax=None, labels: Sequence[str] | None = None):
         for t in range(trace.T + 1):
             s = trace.sets[l][t]
             text = "{" + ",".join(map(str, sorted(s))) + "}" if s else "∅"
-            ax.text(t, l, text, ha="center", va="center", fontsize=9,
-                    bbox=dict(boxstyle="round", fc="#fde7c8" if t == 0 else "#e8eef8", ec="0.4"))
+            ax.text(
+                t,
+                l,
+                text,
+                ha="center",
+                va="center",
+                fontsize=9,
+                bbox=dict(boxstyle="round", fc="#fde7c8" if t == 0 else "#e8eef8", ec="0.4"),
+            )
     for l in range(1, trace.L + 1):
         for t in range(trace.T + 1):
             if l == trace.L and t != 0:
                 continue
             for i, pick in enumerate(trace.picks[l - 1][t]):
                 if isinstance(pick, int) and pick != t:
-                    ax.annotate("", xy=(t, l - 0.22), xytext=(pick, l - 1 + 0.22),
-                                arrowprops=dict(arrowstyle="->", color=colors(i), lw=1.3,
-                                                connectionstyle="arc3,rad=0.12"))
+                    ax.annotate(
+                        "",
+                        xy=(t, l - 0.22),
+                        xytext=(pick, l - 1 + 0.22),
+                        arrowprops=dict(arrowstyle="->", color=colors(i), lw=1.3, connectionstyle="arc3,rad=0.12"),
+                    )
     ax.set_xticks(range(trace.T + 1))
     ax.set_xticklabels(labels or ["CLS"] + [f"t={t}" for t in range(1, trace.T + 1)])
     ax.set_yticks(range(trace.L + 1))

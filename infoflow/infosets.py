@@ -17,6 +17,7 @@ Score functions are plain callables ``score(queries, keys) -> (T+1, T+1) array``
 see the tokens inside the information sets (:class:`Visible`), so a construction cannot cheat.
 Ties in an argmax go to the lowest position.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,10 +26,23 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 import numpy as np
 
 __all__ = [
-    "Visible", "MaxPosition", "GlobalAggregation", "SpecificPosition", "InfoFlowModel", "Trace",
-    "active_index_set", "learns", "LearnReport", "bilinear_score", "within_key_score", "pair_score",
+    "Visible",
+    "MaxPosition",
+    "GlobalAggregation",
+    "SpecificPosition",
+    "InfoFlowModel",
+    "Trace",
+    "active_index_set",
+    "learns",
+    "LearnReport",
+    "bilinear_score",
+    "within_key_score",
+    "pair_score",
     "within_key_pair_score",
-    "linear_score", "self_score", "token_score", "initial_sets",
+    "linear_score",
+    "self_score",
+    "token_score",
+    "initial_sets",
 ]
 
 
@@ -176,7 +190,8 @@ class InfoFlowModel:
                 if isinstance(rule, SpecificPosition) and not self.positional_encoding:
                     raise ValueError(
                         f"layer {l}, head {i}: specific-position aggregation needs positional encoding "
-                        "(set positional_encoding=True); without it attention depends on content only")
+                        "(set positional_encoding=True); without it attention depends on content only"
+                    )
 
     @property
     def heads(self) -> tuple[int, ...]:
@@ -200,8 +215,9 @@ class InfoFlowModel:
                     vis = vis or Visible.build(X, prev)
                     S = np.asarray(rule.score(vis, vis), dtype=float)
                     if S.shape != (T + 1, T + 1):
-                        raise ValueError(f"layer {l}, head {i + 1}: score returned shape {S.shape}, "
-                                         f"expected {(T + 1, T + 1)}")
+                        raise ValueError(
+                            f"layer {l}, head {i + 1}: score returned shape {S.shape}, expected {(T + 1, T + 1)}"
+                        )
                     star = np.argmax(np.nan_to_num(S, nan=-np.inf), axis=1)
                     for t in range(T + 1):
                         new[t] |= prev[star[t]]
@@ -226,6 +242,7 @@ class InfoFlowModel:
 
 
 # --- built-in score functions --------------------------------------------------------------------
+
 
 def _masked_max(values: np.ndarray, mask: np.ndarray, axes) -> np.ndarray:
     return np.where(mask, values, -np.inf).max(axis=axes)
@@ -304,6 +321,7 @@ def token_score() -> Score:
 
 # --- active index set and the learning criterion ------------------------------------------------
 
+
 def active_index_set(F: Callable, X, h: float = 1e-7, tol: float = 1e-6) -> frozenset:
     """Eq. 4: A(X) = {t : ∂F/∂x_t (X) ≠ 0}, by central differences (autograd-free).
 
@@ -319,7 +337,7 @@ def active_index_set(F: Callable, X, h: float = 1e-7, tol: float = 1e-6) -> froz
     steps.reshape(T * d, T * d)[np.arange(T * d), np.arange(T * d)] = h
     batch = np.concatenate([X[None] + steps, X[None] - steps, X[None]])
     out = np.asarray(F(batch), dtype=float).reshape(2 * T * d + 1, -1)
-    grad = (out[: T * d] - out[T * d: 2 * T * d]) / (2 * h)
+    grad = (out[: T * d] - out[T * d : 2 * T * d]) / (2 * h)
     scale = max(1.0, float(np.abs(out[-1]).max()))
     active = np.abs(grad).max(axis=1).reshape(T, d).max(axis=1) > tol * scale
     return frozenset(int(t) + 1 for t in np.flatnonzero(active))
@@ -331,7 +349,7 @@ class LearnReport:
 
     n: int
     covered: int
-    missing: list = field(default_factory=list)   # (sample index, positions not covered)
+    missing: list = field(default_factory=list)  # (sample index, positions not covered)
     max_cost_exponent: float = float("nan")
     uses_global: bool = False
 
@@ -340,8 +358,15 @@ class LearnReport:
         return self.covered == self.n
 
 
-def learns(model: InfoFlowModel, target, T: int, n: int = 16, seed: int = 0,
-           d: int | None = None, embed: Sequence[int] | None = None) -> LearnReport:
+def learns(
+    model: InfoFlowModel,
+    target,
+    T: int,
+    n: int = 16,
+    seed: int = 0,
+    d: int | None = None,
+    embed: Sequence[int] | None = None,
+) -> LearnReport:
     """Sec. 5.1: the model learns F if A(X) ⊆ I_0^(L)(X) for almost every X; checked on ``n``
     random inputs drawn from the target's own input law (numpy, seeded). With ``embed`` the
     largest cost exponent seen is recorded too."""

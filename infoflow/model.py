@@ -10,10 +10,11 @@ whatever h_l is, so (say) the (D-1,D), (D,D-1) and (D,D) models of Sec. 6.1 trai
 Only the attention core (scores, softmax, weighted sum) runs once per run of consecutive members
 with the same h_l; everything else stays one batched op for all members.
 """
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import torch
@@ -26,18 +27,18 @@ __all__ = ["ModelConfig", "EnsembleTransformer", "shape_key", "equal_runs"]
 
 @dataclass(frozen=True)
 class ModelConfig:
-    d: int                       # token dimension
-    T: int                       # sequence length
-    heads: tuple = (1,)          # heads per layer
-    E: int = 32                  # residual / embedding width (E_l = n_l·h_l)
-    ffn: int = 128               # hidden width of the FFN between layers and of the readout
+    d: int  # token dimension
+    T: int  # sequence length
+    heads: tuple = (1,)  # heads per layer
+    E: int = 32  # residual / embedding width (E_l = n_l·h_l)
+    ffn: int = 128  # hidden width of the FFN between layers and of the readout
     out_dim: int = 1
-    pe: str = "none"             # none | additive | augmented (learned p_t)
-    activation: str = "gelu"     # DEFAULT gelu for training, tanh for the constructions (SPEC §1)
-    layernorm: bool = False      # App. C.3
+    pe: str = "none"  # none | additive | augmented (learned p_t)
+    activation: str = "gelu"  # DEFAULT gelu for training, tanh for the constructions (SPEC §1)
+    layernorm: bool = False  # App. C.3
     beta: Optional[float] = None  # softmax scaling; None → 1/sqrt(n_l)
     head_dim: Optional[int] = None  # per-head dim n_l (E_l = n_l·h_l); None → n_l = E / h_l
-    qk_init: float = 1.0         # scale of W_Q, W_K at initialisation (the softmax's initial temperature; DEFAULT 1)
+    qk_init: float = 1.0  # scale of W_Q, W_K at initialisation (the softmax's initial temperature; DEFAULT 1)
 
     def __post_init__(self):
         for name in ("d", "T", "E", "ffn", "out_dim"):
@@ -51,8 +52,12 @@ class ModelConfig:
                 raise ValueError(f"heads: layer {l} has {h} heads, which must divide E = {self.E}")
         if self.head_dim is not None:
             positive_int("head_dim", self.head_dim)
-        if isinstance(self.qk_init, bool) or not isinstance(self.qk_init, (int, float)) or not self.qk_init >= 0 \
-                or not math.isfinite(self.qk_init):
+        if (
+            isinstance(self.qk_init, bool)
+            or not isinstance(self.qk_init, (int, float))
+            or not self.qk_init >= 0
+            or not math.isfinite(self.qk_init)
+        ):
             raise ValueError(f"qk_init must be a finite number >= 0, got {self.qk_init!r}")
         if self.pe not in ("none", "additive", "augmented"):
             raise ValueError(f"pe must be one of none, additive, augmented; got {self.pe!r}")
@@ -99,8 +104,10 @@ class EnsembleTransformer(nn.Module):
             raise ValueError(f"cfg must give one config per member ({members}), got {len(cfgs)}")
         for j, c in enumerate(cfgs):
             if shape_key(c) != shape_key(cfgs[0]):
-                raise ValueError(f"cfg: member {j} ({c}) does not share parameter shapes with member 0 ({cfgs[0]}); "
-                                 "members may differ only in heads, and only when head_dim is unset")
+                raise ValueError(
+                    f"cfg: member {j} ({c}) does not share parameter shapes with member 0 ({cfgs[0]}); "
+                    "members may differ only in heads, and only when head_dim is unset"
+                )
         seeds = list(range(members)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != members:
             raise ValueError(f"seeds must give one seed per member ({members}), got {len(seeds)}")
@@ -125,12 +132,19 @@ class EnsembleTransformer(nn.Module):
         self.cls = w(E, fan_in=E)
         self.layers = nn.ModuleList()
         for h in cfg.heads:
-            inner = self.inner_width(h)   # E (or head_dim·h, then h is every member's)
-            layer = nn.ParameterDict(dict(
-                W_Q=w(E, inner, fan_in=E, scale=cfg.qk_init), W_K=w(E, inner, fan_in=E, scale=cfg.qk_init),
-                W_V=w(E, inner, fan_in=E),
-                W_O=w(inner, E, fan_in=inner),
-                W_1=w(E, m, fan_in=E), b_1=zeros(m), W_2=w(m, E, fan_in=m), b_2=zeros(E)))
+            inner = self.inner_width(h)  # E (or head_dim·h, then h is every member's)
+            layer = nn.ParameterDict(
+                dict(
+                    W_Q=w(E, inner, fan_in=E, scale=cfg.qk_init),
+                    W_K=w(E, inner, fan_in=E, scale=cfg.qk_init),
+                    W_V=w(E, inner, fan_in=E),
+                    W_O=w(inner, E, fan_in=inner),
+                    W_1=w(E, m, fan_in=E),
+                    b_1=zeros(m),
+                    W_2=w(m, E, fan_in=m),
+                    b_2=zeros(E),
+                )
+            )
             if cfg.layernorm:
                 layer["ln_g"] = nn.Parameter(torch.ones(M, E, device=device))
                 layer["ln_b"] = zeros(E)
@@ -144,8 +158,10 @@ class EnsembleTransformer(nn.Module):
 
     def parameter_counts(self) -> dict:
         """Parameters of one member, per block (the theory is about parameter cost)."""
+
         def n(*ps):
             return int(sum(p[0].numel() for p in ps if p is not None))
+
         counts = {"encoder": n(self.W_in, self.b_in, self.pos, self.cls)}
         for l, layer in enumerate(self.layers, 1):
             counts[f"layer{l}.attention"] = n(layer["W_Q"], layer["W_K"], layer["W_V"], layer["W_O"])
@@ -184,7 +200,6 @@ class EnsembleTransformer(nn.Module):
             # ``record=True`` computes every row, for probes and figures.
             cls_only = l == last and not record
             Hq = H[:, :, :1] if cls_only else H
-            Sq = Hq.shape[2]
             # Q, K, V as one batched matmul (K, V only when the queries are the CLS row alone)
             W = [layer["W_K"], layer["W_V"]] if cls_only else [layer["W_Q"], layer["W_K"], layer["W_V"]]
             qkv = torch.einsum("mbse,mef->mbsf", H, torch.cat(W, dim=-1)).split(inner, dim=-1)
@@ -202,8 +217,10 @@ class EnsembleTransformer(nn.Module):
             F = act(torch.einsum("mbse,mef->mbsf", H, layer["W_1"]) + layer["b_1"][:, None, None])
             H = H + torch.einsum("mbsf,mfe->mbse", F, layer["W_2"]) + layer["b_2"][:, None, None]
         c = H[:, :, 0]
-        y = torch.einsum("mbf,mfo->mbo", act(torch.einsum("mbe,mef->mbf", c, self.R_1) + self.r_1[:, None]),
-                         self.R_2) + self.r_2[:, None]
+        y = (
+            torch.einsum("mbf,mfo->mbo", act(torch.einsum("mbe,mef->mbf", c, self.R_1) + self.r_1[:, None]), self.R_2)
+            + self.r_2[:, None]
+        )
         return (y, records) if record else y
 
     def attend(self, q, k, v, h: int):

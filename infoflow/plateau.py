@@ -6,6 +6,7 @@ A (D,D) seed **escapes** when its validation NMSE falls below ``ESCAPE_FACTOR`` 
 of (D-1,D) and (D,D-1) under the paper recipe at the same scale: the goal of the study (our
 definition; the paper states none). Its escape step is the first evaluation below that line.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -16,10 +17,18 @@ import numpy as np
 
 from .paper import config_kind
 
-__all__ = ["ESCAPE_FACTOR", "escape_step", "escape_thresholds", "lever_of", "lever_rows", "escaped_by_step",
-           "pairings_taken", "construction_rows"]
+__all__ = [
+    "ESCAPE_FACTOR",
+    "escape_step",
+    "escape_thresholds",
+    "lever_of",
+    "lever_rows",
+    "escaped_by_step",
+    "pairings_taken",
+    "construction_rows",
+]
 
-ESCAPE_FACTOR = 0.1   # DEFAULT: "well below the others" = a tenth of the best (D-1,D) / (D,D-1) seed
+ESCAPE_FACTOR = 0.1  # DEFAULT: "well below the others" = a tenth of the best (D-1,D) / (D,D-1) seed
 
 
 def lever_of(label: str) -> str:
@@ -63,12 +72,23 @@ def lever_rows(records: Iterable[dict], thresholds: dict, lever: Optional[str] =
         steps = [escape_step(r["curve"], thresholds[D]) if r["status"] == "done" else None for r in recs]
         done = [r["metrics"]["best_val_nmse"] for r in recs if r["status"] == "done"]
         escaped = [s for s in steps if s is not None]
-        rows.append({"lever": lever, "kind": kind, "D": D, "seeds": len(recs), "failed": len(recs) - len(done),
-                     "escaped": len(escaped), "fraction": len(escaped) / len(recs),
-                     "median_escape_step": median(escaped) if escaped else None,
-                     "geomean": float(np.exp(np.mean(np.log(done)))) if done else None,
-                     "best": min(done) if done else None, "worst": max(done) if done else None,
-                     "threshold": thresholds[D], "steps": recs[0]["metrics"]["steps"]})
+        rows.append(
+            {
+                "lever": lever,
+                "kind": kind,
+                "D": D,
+                "seeds": len(recs),
+                "failed": len(recs) - len(done),
+                "escaped": len(escaped),
+                "fraction": len(escaped) / len(recs),
+                "median_escape_step": median(escaped) if escaped else None,
+                "geomean": float(np.exp(np.mean(np.log(done)))) if done else None,
+                "best": min(done) if done else None,
+                "worst": max(done) if done else None,
+                "threshold": thresholds[D],
+                "steps": recs[0]["metrics"]["steps"],
+            }
+        )
     return rows
 
 
@@ -89,7 +109,7 @@ def pairings_taken(alignment, level: float = 0.5) -> int:
     one-head-one-pairing assignment (a head serves one pairing)."""
     a = np.asarray(alignment, dtype=float)
     D = a.shape[1] // 2
-    a = np.maximum(a[:, :D], a[:, D:])                   # pairing i in either orientation
+    a = np.maximum(a[:, :D], a[:, D:])  # pairing i in either orientation
     taken = 0
     # a greedy matching over (head, pairing) entries above the level, largest first
     used_h, used_i = set(), set()
@@ -121,11 +141,20 @@ def construction_rows(D: int, T: int, widths: Iterable[int], n: int = 1024, seed
             continue
         for steps in widths:
             model = intrinsic_dimension_transformer(target.A, T, steps, heads)
-            with torch.no_grad():   # in slices: the staircases' hidden layer is 2·d·D·steps wide
-                pred = torch.cat([model(X[:, i:i + 128]) for i in range(0, n, 128)], dim=1)
+            with torch.no_grad():  # in slices: the staircases' hidden layer is 2·d·D·steps wide
+                pred = torch.cat([model(X[:, i : i + 128]) for i in range(0, n, 128)], dim=1)
             design = torch.cat([pred[0], torch.ones_like(pred[0])], dim=1)
             coef = torch.linalg.lstsq(design, y[0]).solution
-            rows.append({"D": D, "kind": kind, "heads": f"({heads[0]},{heads[1]})", "staircase_steps": steps,
-                         "ffn": model.cfg.ffn, "parameters": model.parameter_counts()["total"],
-                         "nmse": float(nmse(pred, y)[0]), "nmse_affine": float(nmse((design @ coef)[None], y)[0])})
+            rows.append(
+                {
+                    "D": D,
+                    "kind": kind,
+                    "heads": f"({heads[0]},{heads[1]})",
+                    "staircase_steps": steps,
+                    "ffn": model.cfg.ffn,
+                    "parameters": model.parameter_counts()["total"],
+                    "nmse": float(nmse(pred, y)[0]),
+                    "nmse_affine": float(nmse((design @ coef)[None], y)[0]),
+                }
+            )
     return rows

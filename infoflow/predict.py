@@ -8,25 +8,50 @@ InfoFlow model, i.e. a choice of update rule per head, that learns the target; i
 Verdict (SPEC §6): ``efficient`` when step 1 holds and a construction without global aggregation
 learns the target; otherwise ``inefficient``, with the reason.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from .comparison import (asymptotically_at_least, comparison_profile, leading_term, model_noc,
-                         model_noc_poly)
-from .infosets import (GlobalAggregation, InfoFlowModel, MaxPosition, SpecificPosition,
-                       bilinear_score, learns, linear_score, pair_score, self_score, token_score,
-                       within_key_pair_score, within_key_score)
+from .comparison import asymptotically_at_least, comparison_profile, leading_term, model_noc, model_noc_poly
+from .infosets import (
+    GlobalAggregation,
+    InfoFlowModel,
+    MaxPosition,
+    SpecificPosition,
+    bilinear_score,
+    learns,
+    linear_score,
+    pair_score,
+    self_score,
+    token_score,
+    within_key_pair_score,
+    within_key_score,
+)
 from .targets import Target, make_target
 
-__all__ = ["Construction", "Prediction", "constructions_for", "predict", "PREDICT_TARGETS", "prop1_model",
-           "DEFAULT_EMBED", "validate_architecture"]
+__all__ = [
+    "Construction",
+    "Prediction",
+    "constructions_for",
+    "predict",
+    "PREDICT_TARGETS",
+    "prop1_model",
+    "DEFAULT_EMBED",
+    "validate_architecture",
+]
 
-PREDICT_TARGETS = ("intrinsic-dimension", "triangle-center", "d-retrieval", "depth-separation",
-                   "first-three-sum", "pair-center")
+PREDICT_TARGETS = (
+    "intrinsic-dimension",
+    "triangle-center",
+    "d-retrieval",
+    "depth-separation",
+    "first-three-sum",
+    "pair-center",
+)
 DEFAULT_EMBED = 60  # DEFAULT (SPEC §8, C.4: total E = 60); only scales the cost exponent
 # The construction check evaluates the target on 2·T·d + 1 perturbed copies of each of n_check inputs, each
 # evaluation T^order (x D) numbers, and runs the InfoFlow model (about Σ_l h_l·T² scores): a budget of
@@ -65,7 +90,8 @@ def _global_readout(heads, pe) -> Construction:
     return Construction(
         "global aggregation at the CLS (last layer)",
         InfoFlowModel(_with_last(heads, [GlobalAggregation()]), positional_encoding=pe),
-        "Mechanism II (Yu et al. 2026, Thm 2.3): always learns, cost exponent d·T/E")
+        "Mechanism II (Yu et al. 2026, Thm 2.3): always learns, cost exponent d·T/E",
+    )
 
 
 def constructions_for(target: Target, heads: Sequence[int], pe: bool = False) -> list[Construction]:
@@ -74,52 +100,86 @@ def constructions_for(target: Target, heads: Sequence[int], pe: bool = False) ->
     L, out = len(heads), []
     name = target.name
     if name == "intrinsic-dimension":
-        D, A = target.D, target.A
+        D = target.D
         first = next((l for l in range(L - 1) if heads[l] >= D), None)
         if first is not None and heads[-1] >= D:
-            out.append(Construction(
-                f"Prop. 1 (App. B.1, eqs. 49–50): layer {first + 1} retrieves argmax_s x_tᵀA_i x_s, the CLS "
-                "retrieves the best pair of each A_i",
-                prop1_model(target, heads, pe, first=first),
-                "App. B.1, eqs. 49–50"))
+            out.append(
+                Construction(
+                    f"Prop. 1 (App. B.1, eqs. 49–50): layer {first + 1} retrieves argmax_s x_tᵀA_i x_s, the CLS "
+                    "retrieves the best pair of each A_i",
+                    prop1_model(target, heads, pe, first=first),
+                    "App. B.1, eqs. 49–50",
+                )
+            )
     elif name == "depth-separation":
         if L >= 2:
-            out.append(Construction(
-                "Thm 1 / App. E: layer 1 retrieves argmin_s x_tᵀx_s, the CLS retrieves the smallest pair",
-                InfoFlowModel(_with_last(heads, [MaxPosition(within_key_score(-np.eye(target.d)))],
-                                         {0: [MaxPosition(bilinear_score(-np.eye(target.d)))]}), pe),
-                "App. A.1 (second part) and App. E, eqs. 65–67"))
+            out.append(
+                Construction(
+                    "Thm 1 / App. E: layer 1 retrieves argmin_s x_tᵀx_s, the CLS retrieves the smallest pair",
+                    InfoFlowModel(
+                        _with_last(
+                            heads,
+                            [MaxPosition(within_key_score(-np.eye(target.d)))],
+                            {0: [MaxPosition(bilinear_score(-np.eye(target.d)))]},
+                        ),
+                        pe,
+                    ),
+                    "App. A.1 (second part) and App. E, eqs. 65–67",
+                )
+            )
     elif name == "pair-center":
         if L >= 2:
+
             def neg_norm(a, b):
                 return -np.linalg.norm(a + b, axis=-1)
-            out.append(Construction(
-                "pairwise two-stage: layer 1 retrieves argmin_s ‖x_t + x_s‖, the CLS retrieves the smallest pair",
-                InfoFlowModel(_with_last(heads, [MaxPosition(within_key_pair_score(neg_norm))],
-                                         {0: [MaxPosition(pair_score(neg_norm))]}), pe),
-                "ours (beyond the paper), as Thm 1 / App. E"))
+
+            out.append(
+                Construction(
+                    "pairwise two-stage: layer 1 retrieves argmin_s ‖x_t + x_s‖, the CLS retrieves the smallest pair",
+                    InfoFlowModel(
+                        _with_last(
+                            heads,
+                            [MaxPosition(within_key_pair_score(neg_norm))],
+                            {0: [MaxPosition(pair_score(neg_norm))]},
+                        ),
+                        pe,
+                    ),
+                    "ours (beyond the paper), as Thm 1 / App. E",
+                )
+            )
     elif name == "d-retrieval":
         a, D = target.a, target.D
         if heads[-1] >= D:
-            out.append(Construction(
-                "one CLS head per direction a_i (Yu et al. 2026, Thm 2.2)",
-                InfoFlowModel(_with_last(heads, [MaxPosition(linear_score(ai)) for ai in a]), pe),
-                "Sec. 6 consistency check; Yu et al. 2026 Thm 2.2"))
+            out.append(
+                Construction(
+                    "one CLS head per direction a_i (Yu et al. 2026, Thm 2.2)",
+                    InfoFlowModel(_with_last(heads, [MaxPosition(linear_score(ai)) for ai in a]), pe),
+                    "Sec. 6 consistency check; Yu et al. 2026 Thm 2.2",
+                )
+            )
         if L >= 2:
             first = max(range(L - 1), key=lambda l: heads[l])
-            k = min(heads[first], D)                       # directions retrieved by every token
+            k = min(heads[first], D)  # directions retrieved by every token
             rest = [MaxPosition(linear_score(ai)) for ai in a[k:]] or [MaxPosition(token_score())]
             if len(rest) <= heads[-1]:
-                out.append(Construction(
-                    f"spread then read: at layer {first + 1} every token retrieves the argmax tokens of {k} "
-                    f"direction(s); the CLS retrieves the other {D - k} (or reads any token)",
-                    InfoFlowModel(_with_last(heads, rest, {first: [MaxPosition(linear_score(ai)) for ai in a[:k]]}), pe),
-                    "ours (beyond the paper); needs h_first + h_last ≥ D"))
+                out.append(
+                    Construction(
+                        f"spread then read: at layer {first + 1} every token retrieves the argmax tokens of {k} "
+                        f"direction(s); the CLS retrieves the other {D - k} (or reads any token)",
+                        InfoFlowModel(
+                            _with_last(heads, rest, {first: [MaxPosition(linear_score(ai)) for ai in a[:k]]}), pe
+                        ),
+                        "ours (beyond the paper); needs h_first + h_last ≥ D",
+                    )
+                )
     elif name == "first-three-sum" and pe:
-        out.append(Construction(
-            "specific-position aggregation: the CLS reads positions 1, 2, 3",
-            InfoFlowModel(_with_last(heads, [SpecificPosition({0: (1, 2, 3)})]), positional_encoding=True),
-            "Mechanism III, App. C.3"))
+        out.append(
+            Construction(
+                "specific-position aggregation: the CLS reads positions 1, 2, 3",
+                InfoFlowModel(_with_last(heads, [SpecificPosition({0: (1, 2, 3)})]), positional_encoding=True),
+                "Mechanism III, App. C.3",
+            )
+        )
     out.append(_global_readout(heads, pe))
     return out
 
@@ -135,9 +195,9 @@ class Prediction:
     d: int
     embed: list
     target_dimension: int
-    target_noc: int              # lower bound, at this T
+    target_noc: int  # lower bound, at this T
     target_noc_upper: int
-    model_noc: int               # eq. 5 at this T
+    model_noc: int  # eq. 5 at this T
     target_noc_leading: str
     model_noc_leading: str
     step1_ok: bool
@@ -149,9 +209,13 @@ class Prediction:
     efficient: bool
     min_heads: Optional[int]
     reason: str
-    labels: dict = field(default_factory=lambda: {
-        "noc": "RECONSTRUCTED (SPEC §6)", "cost law": "RECONSTRUCTED (SPEC §5)",
-        "embed": f"DEFAULT {DEFAULT_EMBED} unless given"})
+    labels: dict = field(
+        default_factory=lambda: {
+            "noc": "RECONSTRUCTED (SPEC §6)",
+            "cost law": "RECONSTRUCTED (SPEC §5)",
+            "embed": f"DEFAULT {DEFAULT_EMBED} unless given",
+        }
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,7 +230,8 @@ class Prediction:
             f"  model NoC       {self.model_noc:>12,d}  (eq. 5)  ~ {self.model_noc_leading}",
             f"  step 1          {'passes' if self.step1_ok else 'fails'} (leading order in T)",
             f"  construction    {self.construction}",
-            f"                  [{self.construction_source}; covers A(X) on {self.learns_fraction:.0%} of random inputs]",
+            f"                  [{self.construction_source}; "
+            f"covers A(X) on {self.learns_fraction:.0%} of random inputs]",
             f"  cost exponent   {self.cost_exponent:.3g}  (max over updates of d·|I|/E; "
             f"{'grows with T: global aggregation' if self.uses_global else 'bounded in T'})",
             f"  verdict         {'EFFICIENT' if self.efficient else 'NOT EFFICIENT'}: {self.reason}",
@@ -205,21 +270,36 @@ def check_work(profile, T: int, d: int, heads: Sequence[int], n_check: int, D: i
 
 def _bounded(profile, T: int, d: int, heads: Sequence[int], n_check: int, D: int, target: str) -> None:
     if len(heads) > MAX_LAYERS or max(heads) > MAX_HEADS:
-        raise ValueError(f"heads: at most {MAX_LAYERS} layers of at most {MAX_HEADS} heads each, "
-                         f"got {len(heads)} layers, up to {max(heads)} heads")
+        raise ValueError(
+            f"heads: at most {MAX_LAYERS} layers of at most {MAX_HEADS} heads each, "
+            f"got {len(heads)} layers, up to {max(heads)} heads"
+        )
     if check_work(profile, T, d, heads, n_check, D) > CHECK_BUDGET:
-        largest = max((t for t in range(1, T) if check_work(profile, t, d, heads, n_check, D) <= CHECK_BUDGET), default=0)
-        raise ValueError(f"T = {T} is too large to check a construction for {target} in bounded time and memory "
-                         f"(about {check_work(profile, T, d, heads, n_check, D):.1g} operations; the limit, "
-                         f"{CHECK_BUDGET:.0e}, is about 10 s and 1 GB): use T <= {largest} with these heads")
+        largest = max(
+            (t for t in range(1, T) if check_work(profile, t, d, heads, n_check, D) <= CHECK_BUDGET), default=0
+        )
+        raise ValueError(
+            f"T = {T} is too large to check a construction for {target} in bounded time and memory "
+            f"(about {check_work(profile, T, d, heads, n_check, D):.1g} operations; the limit, "
+            f"{CHECK_BUDGET:.0e}, is about 10 s and 1 GB): use T <= {largest} with these heads"
+        )
 
 
 def _step1(profile, params, heads) -> bool:
     return asymptotically_at_least(model_noc_poly(heads, profile.dimension), profile.noc_lower(params))
 
 
-def predict(target: str, T: int, heads: Sequence[int], embed: Sequence[int] | int | None = None,
-            pe: bool = False, n_check: int = 8, seed: int = 0, max_heads: int = 64, **params) -> Prediction:
+def predict(
+    target: str,
+    T: int,
+    heads: Sequence[int],
+    embed: Sequence[int] | int | None = None,
+    pe: bool = False,
+    n_check: int = 8,
+    seed: int = 0,
+    max_heads: int = 64,
+    **params,
+) -> Prediction:
     """Run the two-step estimate for a built-in target on an architecture (heads per layer)."""
     if target not in PREDICT_TARGETS:
         raise ValueError(f"unknown target {target!r}; allowed: {', '.join(PREDICT_TARGETS)}")
@@ -235,7 +315,7 @@ def predict(target: str, T: int, heads: Sequence[int], embed: Sequence[int] | in
         raise ValueError(f"T must be at least 3 for first-three-sum, got T={T}")
     profile = comparison_profile(target)
     _bounded(profile, T, tgt.d, heads, n_check, getattr(tgt, "D", 1), target)
-    if hasattr(tgt, "chunk"):   # the check's target in slices of about CHECK_SLICE numbers
+    if hasattr(tgt, "chunk"):  # the check's target in slices of about CHECK_SLICE numbers
         per_sequence = float(T) ** profile.order * getattr(tgt, "D", 1)
         tgt = replace(tgt, chunk=int(max(1, min(tgt.chunk, CHECK_SLICE // per_sequence))))
     step1 = _step1(profile, params, heads)
@@ -251,14 +331,20 @@ def predict(target: str, T: int, heads: Sequence[int], embed: Sequence[int] | in
 
     if not step1:
         tl, ml = _fmt_leading(profile.noc_lower(params)), _fmt_leading(m_poly)
-        reason = (f"step 1 fails: the model's Number of Comparison grows like {ml}, below the target's "
-                  f"{tl}; no choice of update rules can make up for it")
+        reason = (
+            f"step 1 fails: the model's Number of Comparison grows like {ml}, below the target's "
+            f"{tl}; no choice of update rules can make up for it"
+        )
         if profile.order >= 3:
-            reason += (f" (Order of Comparison {profile.order} ≥ 3: by Prop. 2 the cost exponent grows like "
-                       f"T^({profile.order - 1}/{profile.order}) for any fixed L, h, E)")
+            reason += (
+                f" (Order of Comparison {profile.order} ≥ 3: by Prop. 2 the cost exponent grows like "
+                f"T^({profile.order - 1}/{profile.order}) for any fixed L, h, E)"
+            )
     elif rep.uses_global:
-        reason = ("step 1 passes, but the only construction that learns the target needs global aggregation "
-                  f"(cost exponent d·T/E = {rep.max_cost_exponent:.3g}, growing with T)")
+        reason = (
+            "step 1 passes, but the only construction that learns the target needs global aggregation "
+            f"(cost exponent d·T/E = {rep.max_cost_exponent:.3g}, growing with T)"
+        )
         if target == "intrinsic-dimension" and heads[-1] < tgt.D and any(h >= tgt.D for h in heads[:-1]):
             reason += f": the CLS needs D = {tgt.D} heads in the last layer to gather the D pairs, it has {heads[-1]}"
         if target == "first-three-sum" and not pe:
@@ -273,15 +359,28 @@ def predict(target: str, T: int, heads: Sequence[int], embed: Sequence[int] | in
             break
 
     return Prediction(
-        target=target, params=dict(params), T=int(T), heads=heads, d=tgt.d, embed=embed,
+        target=target,
+        params=dict(params),
+        T=int(T),
+        heads=heads,
+        d=tgt.d,
+        embed=embed,
         target_dimension=profile.dimension,
-        target_noc=profile.lower(T, **params), target_noc_upper=profile.upper(T, **params),
+        target_noc=profile.lower(T, **params),
+        target_noc_upper=profile.upper(T, **params),
         model_noc=model_noc(heads, profile.dimension, T),
-        target_noc_leading=_fmt_leading(profile.noc_lower(params)), model_noc_leading=_fmt_leading(m_poly),
-        step1_ok=step1, construction=chosen.name, construction_source=chosen.source,
-        learns_fraction=rep.covered / rep.n, uses_global=rep.uses_global,
-        cost_exponent=rep.max_cost_exponent, efficient=bool(step1 and not rep.uses_global),
-        min_heads=min_heads, reason=reason)
+        target_noc_leading=_fmt_leading(profile.noc_lower(params)),
+        model_noc_leading=_fmt_leading(m_poly),
+        step1_ok=step1,
+        construction=chosen.name,
+        construction_source=chosen.source,
+        learns_fraction=rep.covered / rep.n,
+        uses_global=rep.uses_global,
+        cost_exponent=rep.max_cost_exponent,
+        efficient=bool(step1 and not rep.uses_global),
+        min_heads=min_heads,
+        reason=reason,
+    )
 
 
 def prop1_model(target: Target, heads: Sequence[int], pe: bool = False, first: int = 0) -> InfoFlowModel:
@@ -290,5 +389,11 @@ def prop1_model(target: Target, heads: Sequence[int], pe: bool = False, first: i
     retrieves the best pair of A_i (i ≤ h_L); other layers pass through. With D heads in both it is
     Prop. 1's model; with fewer heads it shows what breaks."""
     A = target.A
-    return InfoFlowModel(_with_last(heads, [MaxPosition(within_key_score(a)) for a in A[: heads[-1]]],
-                                    {first: [MaxPosition(bilinear_score(a)) for a in A[: heads[first]]]}), pe)
+    return InfoFlowModel(
+        _with_last(
+            heads,
+            [MaxPosition(within_key_score(a)) for a in A[: heads[-1]]],
+            {first: [MaxPosition(bilinear_score(a)) for a in A[: heads[first]]]},
+        ),
+        pe,
+    )

@@ -7,6 +7,7 @@ R_i = E‖W_i z_t − x_{s*}‖² / E‖x_{s*} − E x_{s*}‖², pooled over to
 (queries whose s* is the CLS, which carries no token, are left out). The trained/initialised ratio
 does not depend on the normaliser.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,13 +24,13 @@ def head_alignment(model, A: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     other orientation, which serves max_{s,t} x_sᵀA_i x_t as well. X (M, B, T, d), A (D, d, d) →
     (M, h, 2D): columns A_1..A_D, then A_1ᵀ..A_Dᵀ. Chance is about 1/(T+1) (a CLS key never matches)."""
     _, records = model(X, record=True)
-    att = records[0]["attention"][:, :, :, 1:, :]            # (M, B, h, T, T+1): token queries
-    looked_up = att.argmax(-1) - 1                            # key position as a token index; CLS → -1
+    att = records[0]["attention"][:, :, :, 1:, :]  # (M, B, h, T, T+1): token queries
+    looked_up = att.argmax(-1) - 1  # key position as a token index; CLS → -1
     A = A.to(X.dtype)
-    both = torch.cat([A, A.transpose(-1, -2)])                # (2D, d, d)
-    scores = torch.einsum("mbsd,ide,mbte->mbist", X, both, X)   # (M, B, 2D, T, T): x_sᵀ A x_t
-    partner = scores.argmax(-1)                               # (M, B, 2D, T)
-    hits = looked_up[:, :, :, None, :] == partner[:, :, None, :, :]   # (M, B, h, 2D, T)
+    both = torch.cat([A, A.transpose(-1, -2)])  # (2D, d, d)
+    scores = torch.einsum("mbsd,ide,mbte->mbist", X, both, X)  # (M, B, 2D, T, T): x_sᵀ A x_t
+    partner = scores.argmax(-1)  # (M, B, 2D, T)
+    hits = looked_up[:, :, :, None, :] == partner[:, :, None, :, :]  # (M, B, h, 2D, T)
     return hits.double().mean(dim=(1, 4))
 
 
@@ -40,19 +41,23 @@ def recovery_errors(model, X: torch.Tensor, rank: int = 1, layer: int = 0, ridge
         raise ValueError(f"rank must be 1 (argmax) or 2 (second largest), got {rank}")
     X = X.double() if X.dtype == torch.float64 else X
     _, records = model(X, record=True)
-    att = records[layer]["attention"]                      # (M, B, h, S, S)
-    z = records[layer]["post_attention"][:, :, 1:]          # (M, B, T, E): token positions only
-    star = att[:, :, :, 1:, :].topk(rank, dim=-1).indices[..., rank - 1]   # (M, B, h, T)
+    att = records[layer]["attention"]  # (M, B, h, S, S)
+    z = records[layer]["post_attention"][:, :, 1:]  # (M, B, T, E): token positions only
+    star = att[:, :, :, 1:, :].topk(rank, dim=-1).indices[..., rank - 1]  # (M, B, h, T)
     M, B, h, T = star.shape
     out = torch.empty(M, h, dtype=torch.float64)
-    Xpad = torch.cat([torch.zeros_like(X[:, :, :1]), X], dim=2)           # position 0 = CLS: no token
+    Xpad = torch.cat([torch.zeros_like(X[:, :, :1]), X], dim=2)  # position 0 = CLS: no token
     for m in range(M):
         feats = torch.cat([z[m].reshape(B * T, -1), torch.ones(B * T, 1, device=z.device)], dim=1).double()
         for i in range(h):
             s = star[m, :, i].reshape(B * T)
             keep = s > 0
             Z = feats[keep]
-            Y = Xpad[m].reshape(B * (T + 1), -1)[(torch.arange(B, device=s.device).repeat_interleave(T) * (T + 1) + s)[keep]].double()
+            Y = (
+                Xpad[m]
+                .reshape(B * (T + 1), -1)[(torch.arange(B, device=s.device).repeat_interleave(T) * (T + 1) + s)[keep]]
+                .double()
+            )
             A = Z.T @ Z + ridge * torch.eye(Z.shape[1], dtype=Z.dtype, device=Z.device)
             W = torch.linalg.solve(A, Z.T @ Y)
             err = ((Z @ W - Y) ** 2).sum(1).mean()
@@ -75,9 +80,17 @@ def probe_rows(records: list) -> list:
         for kind in ("argmax", "second"):
             init = np.array(m[f"recovery_{kind}_init"])
             trained = np.array(m[f"recovery_{kind}_trained"])
-            rows.append({"config": r["config"]["label"], "seed": r["config"]["seed"], "probe": kind,
-                         "init": init, "trained": trained, "ratio": trained / init,
-                         "val_nmse": r["metrics"]["best_val_nmse"]})
+            rows.append(
+                {
+                    "config": r["config"]["label"],
+                    "seed": r["config"]["seed"],
+                    "probe": kind,
+                    "init": init,
+                    "trained": trained,
+                    "ratio": trained / init,
+                    "val_nmse": r["metrics"]["best_val_nmse"],
+                }
+            )
     return rows
 
 
@@ -94,9 +107,12 @@ def probe_summary(rows: list, D: int) -> dict:
     sec = {c: mean_ratio("second", c) for c in configs}
     ge = [c for c in configs if int(c.strip("()").split(",")[0]) >= D]
     lt = [c for c in configs if c not in ge]
-    return {"argmax": arg, "second": sec,
-            "heads_improved": float(np.mean(np.concatenate([r["ratio"] < 1 for r in rows if r["probe"] == "argmax"]))),
-            "mean_argmax_h1_ge_D": float(np.mean([arg[c] for c in ge])) if ge else None,
-            "mean_argmax_h1_lt_D": float(np.mean([arg[c] for c in lt])) if lt else None,
-            "worst_trained_argmax": float(max(r["trained"].max() for r in rows if r["probe"] == "argmax")),
-            "best_trained_second": float(min(r["trained"].min() for r in rows if r["probe"] == "second"))}
+    return {
+        "argmax": arg,
+        "second": sec,
+        "heads_improved": float(np.mean(np.concatenate([r["ratio"] < 1 for r in rows if r["probe"] == "argmax"]))),
+        "mean_argmax_h1_ge_D": float(np.mean([arg[c] for c in ge])) if ge else None,
+        "mean_argmax_h1_lt_D": float(np.mean([arg[c] for c in lt])) if lt else None,
+        "worst_trained_argmax": float(max(r["trained"].max() for r in rows if r["probe"] == "argmax")),
+        "best_trained_second": float(min(r["trained"].min() for r in rows if r["probe"] == "second")),
+    }

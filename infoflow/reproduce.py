@@ -3,6 +3,7 @@ aggregated tables next to their records, regenerate the figures by re-executing 
 write ``data/MANIFEST.json`` (every data file's sha256, the records each table came from, provenance).
 :func:`ingest` brings in the records a run elsewhere (a GPU machine) packed into an archive.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,17 +31,23 @@ def _sha256(path: Path) -> str:
 def write_manifest(root: Path = DATA_DIR) -> Path:
     """Hash every file under ``root`` and list, per table, the records it was aggregated from."""
     root = Path(root)
-    files = {str(p.relative_to(root)): _sha256(p) for p in sorted(root.rglob("*"))
-             if p.is_file() and p.name != "MANIFEST.json" and not p.name.startswith(".")}
+    files = {
+        str(p.relative_to(root)): _sha256(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "MANIFEST.json" and not p.name.startswith(".")
+    }
     tables = {}
     for table in sorted(root.glob("*/*/table.csv")):
         experiment, profile = table.parent.parent.name, table.parent.name
         records = load_records(experiment, profile, root)
         tables[str(table.relative_to(root))] = {
-            "experiment": experiment, "profile": profile, "records": sorted(r["config_hash"] for r in records),
+            "experiment": experiment,
+            "profile": profile,
+            "records": sorted(r["config_hash"] for r in records),
             "devices": sorted({r["provenance"]["device_name"] for r in records}),
             "versions": sorted({r["provenance"]["version"] for r in records}),
-            "commits": sorted({r["provenance"].get("git_commit") or "?" for r in records})}
+            "commits": sorted({r["provenance"].get("git_commit") or "?" for r in records}),
+        }
     manifest = {"package_version": __version__, "written_by": provenance("n/a"), "files": files, "tables": tables}
     path = root / "MANIFEST.json"
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -63,16 +70,29 @@ def _new_lines(source: Path, dest: Path) -> int:
     return len(new)
 
 
-def ingest(archive: Path, root: Path = DATA_DIR, bench: Optional[Path] = None,
-           checkpoints: Optional[Path] = None, log: Callable = print) -> dict:
+def ingest(
+    archive: Path,
+    root: Path = DATA_DIR,
+    bench: Optional[Path] = None,
+    checkpoints: Optional[Path] = None,
+    log: Callable = print,
+) -> dict:
     """Bring in an archive of results made elsewhere (``scripts/device_session.sh``'s tgz): from every
     folder ``.../EXPERIMENT/PROFILE/`` in it, the valid records ``root`` lacks (a record already there
     is kept; an invalid one is reported, not copied) and the sweep lines it lacks; the lines of a
     ``benchmarks/results.jsonl`` that ``bench`` lacks; the training checkpoints of ensembles the run
     cut short into ``checkpoints/EXPERIMENT/PROFILE/`` (carry them back and rerun there to resume).
     Rewrites the tables of the folders that gained records, and the manifest."""
-    summary = {"records": {}, "kept": 0, "replaced": 0, "problems": [], "dropped": [], "sweep_lines": 0,
-               "benchmark_lines": 0, "checkpoints": []}
+    summary = {
+        "records": {},
+        "kept": 0,
+        "replaced": 0,
+        "problems": [],
+        "dropped": [],
+        "sweep_lines": 0,
+        "benchmark_lines": 0,
+        "checkpoints": [],
+    }
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
         try:
             with tarfile.open(archive) as tar:
@@ -89,26 +109,33 @@ def ingest(archive: Path, root: Path = DATA_DIR, bench: Optional[Path] = None,
             dest, found = Path(root) / experiment / profile, ResultsStore(folder)
             for record in found.records():
                 if record["config"].get("experiment") != experiment:
-                    summary["problems"].append(f"{experiment}/{profile}/{record['config_hash']}.json: a record of "
-                                               f"{record['config'].get('experiment')!r} filed under {experiment!r}")
+                    summary["problems"].append(
+                        f"{experiment}/{profile}/{record['config_hash']}.json: a record of "
+                        f"{record['config'].get('experiment')!r} filed under {experiment!r}"
+                    )
                     continue
                 target = dest / f"{record['config_hash']}.json"
                 if target.exists():
                     if ResultsStore(dest).get(record["config_hash"]) is not None:
                         summary["kept"] += 1
                         continue
-                    summary["replaced"] += 1   # the copy here is invalid: the valid incoming one replaces it
+                    summary["replaced"] += 1  # the copy here is invalid: the valid incoming one replaces it
                     log(f"replacing invalid {target} with the archive's valid copy")
                 dest.mkdir(parents=True, exist_ok=True)
                 atomic_write(target, found.path(record["config_hash"]).read_bytes())
                 key = f"{experiment}/{profile}"
                 summary["records"][key] = summary["records"].get(key, 0) + 1
-            summary["problems"] += [f"{Path(p.path).relative_to(tmp)}: {p.reason.split(';')[0]}" for p in found.problems]
+            summary["problems"] += [
+                f"{Path(p.path).relative_to(tmp)}: {p.reason.split(';')[0]}" for p in found.problems
+            ]
             if (folder / "sweeps.jsonl").exists():
                 summary["sweep_lines"] += _new_lines(folder / "sweeps.jsonl", dest / "sweeps.jsonl")
             for ckpt in sorted(folder.glob(".*.ckpt")):
                 if checkpoints is None:
-                    log(f"warning: {ckpt.name} ({experiment}/{profile}): a cut ensemble's state, not kept (no checkpoints folder)")
+                    log(
+                        f"warning: {ckpt.name} ({experiment}/{profile}): a cut ensemble's state, "
+                        "not kept (no checkpoints folder)"
+                    )
                     continue
                 keep = Path(checkpoints) / experiment / profile
                 keep.mkdir(parents=True, exist_ok=True)
@@ -118,7 +145,7 @@ def ingest(archive: Path, root: Path = DATA_DIR, bench: Optional[Path] = None,
             for lines in (p for p in files if p.name == "results.jsonl" and p.parent.name == "benchmarks"):
                 summary["benchmark_lines"] += _new_lines(lines, Path(bench))
     for key in summary["records"]:
-        current = load_records(*key.split("/"), root)   # the records of the profile's present config
+        current = load_records(*key.split("/"), root)  # the records of the profile's present config
         if current:
             write_table(Path(root) / key, current)
     if summary["records"] or summary["sweep_lines"]:
@@ -150,8 +177,10 @@ def _bounded_members(tar, archive, dropped: list) -> list:
             dropped.append(f"{m.name} ({kind})")
             continue
         if m.size > MAX_MEMBER_BYTES:
-            raise ValueError(f"archive {archive}: member {m.name!r} is {m.size / 2**20:.0f} MiB, over the "
-                             f"{MAX_MEMBER_BYTES >> 20} MiB limit")
+            raise ValueError(
+                f"archive {archive}: member {m.name!r} is {m.size / 2**20:.0f} MiB, over the "
+                f"{MAX_MEMBER_BYTES >> 20} MiB limit"
+            )
         total += m.size
         if total > MAX_TOTAL_BYTES:
             raise ValueError(f"archive {archive}: more than {MAX_TOTAL_BYTES >> 30} GiB unpacked (the limit)")
@@ -159,24 +188,47 @@ def _bounded_members(tar, archive, dropped: list) -> list:
     return members
 
 
-def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root: Path = DATA_DIR,
-              device: Optional[str] = None, figures: bool = False, progress: bool = True,
-              log: Callable = print, executor: str = "local", slurm: Optional[dict] = None,
-              workers: int = 1, share_shapes: Optional[bool] = None, max_members: Optional[int] = None,
-              checkpoint_every_s: Optional[float] = None, cuda_graph: bool = False) -> dict:
+def reproduce(
+    profile: str = "quick",
+    only: Optional[Sequence[str]] = None,
+    root: Path = DATA_DIR,
+    device: Optional[str] = None,
+    figures: bool = False,
+    progress: bool = True,
+    log: Callable = print,
+    executor: str = "local",
+    slurm: Optional[dict] = None,
+    workers: int = 1,
+    share_shapes: Optional[bool] = None,
+    max_members: Optional[int] = None,
+    checkpoint_every_s: Optional[float] = None,
+    cuda_graph: bool = False,
+) -> dict:
     names = list(only) if only else list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise ValueError(f"unknown experiment {unknown[0]!r}; allowed: {', '.join(EXPERIMENTS)}")
     summaries = {}
     for name in names:
-        if not make_experiment(name, profile).runs():   # e.g. intrinsic-dimension-wide at paper scale
+        if not make_experiment(name, profile).runs():  # e.g. intrinsic-dimension-wide at paper scale
             log(f"{name}: no runs under the {profile} profile; skipped")
             continue
         out = Path(root) / name / profile
-        s = run_experiment(name, profile, out=out, device=device, progress=progress, log=log,
-                           executor=executor, slurm=slurm, workers=workers, share_shapes=share_shapes,
-                           max_members=max_members, checkpoint_every_s=checkpoint_every_s, cuda_graph=cuda_graph)
+        s = run_experiment(
+            name,
+            profile,
+            out=out,
+            device=device,
+            progress=progress,
+            log=log,
+            executor=executor,
+            slurm=slurm,
+            workers=workers,
+            share_shapes=share_shapes,
+            max_members=max_members,
+            checkpoint_every_s=checkpoint_every_s,
+            cuda_graph=cuda_graph,
+        )
         if len(s["records"]) < s["runs"]:
             log(f"{name}: {s['runs'] - len(s['records'])} run(s) without a record; rerun to finish them")
         write_table(out, s["records"])
@@ -193,8 +245,16 @@ def reproduce(profile: str = "quick", only: Optional[Sequence[str]] = None, root
     return {"profile": profile, "experiments": summaries, "manifest": str(manifest)}
 
 
-def verify(names: Optional[Sequence[str]] = None, profile: str = "quick", root: Path = DATA_DIR, sample: int = 2,
-           rtol: float = 1e-3, refresh: bool = False, seed: int = 0, log: Callable = print) -> list[dict]:
+def verify(
+    names: Optional[Sequence[str]] = None,
+    profile: str = "quick",
+    root: Path = DATA_DIR,
+    sample: int = 2,
+    rtol: float = 1e-3,
+    refresh: bool = False,
+    seed: int = 0,
+    log: Callable = print,
+) -> list[dict]:
     """Re-run a sample of committed records with the code at hand and compare: for each experiment,
     ``sample`` records drawn at random (``seed``) from ``root``/EXPERIMENT/``profile``, each retrained
     in the ensemble it was trained in (the profile's grouping on a CPU), into a temporary folder.
@@ -202,6 +262,7 @@ def verify(names: Optional[Sequence[str]] = None, profile: str = "quick", root: 
     whether it is within ``rtol``. With ``refresh``, a record that differs is replaced by the new one
     and the folder's table and the manifest are rewritten."""
     import random
+
     rng = random.Random(seed)
     rows, refreshed = [], set()
     for name in names or list(EXPERIMENTS):
@@ -223,15 +284,29 @@ def verify(names: Optional[Sequence[str]] = None, profile: str = "quick", root: 
                 a, b = old["metrics"]["best_val_nmse"], new["metrics"]["best_val_nmse"] if new else None
                 diff = None if a is None or b is None else abs(b - a) / max(abs(a), 1e-30)
                 ok = (a is None and b is None) or (diff is not None and diff <= rtol)
-                rows.append({"experiment": name, "profile": profile, "record": old["config_hash"],
-                             "label": old["config"]["label"], "seed": old["config"]["seed"], "committed": a,
-                             "now": b, "rel_diff": diff, "ok": ok,
-                             "committed_at": (old["provenance"].get("git_commit") or "?")[:7]})
-                log(f"{'ok   ' if ok else 'STALE'} {name}/{profile}/{old['config_hash']} {old['config']['label']} "
-                    f"seed {old['config']['seed']}: committed {a}, now {b}")
+                rows.append(
+                    {
+                        "experiment": name,
+                        "profile": profile,
+                        "record": old["config_hash"],
+                        "label": old["config"]["label"],
+                        "seed": old["config"]["seed"],
+                        "committed": a,
+                        "now": b,
+                        "rel_diff": diff,
+                        "ok": ok,
+                        "committed_at": (old["provenance"].get("git_commit") or "?")[:7],
+                    }
+                )
+                log(
+                    f"{'ok   ' if ok else 'STALE'} {name}/{profile}/{old['config_hash']} {old['config']['label']} "
+                    f"seed {old['config']['seed']}: committed {a}, now {b}"
+                )
                 if refresh and not ok and new is not None:
-                    atomic_write(Path(root) / name / profile / f"{old['config_hash']}.json",
-                                 fresh.path(old["config_hash"]).read_bytes())
+                    atomic_write(
+                        Path(root) / name / profile / f"{old['config_hash']}.json",
+                        fresh.path(old["config_hash"]).read_bytes(),
+                    )
                     refreshed.add(name)
     for name in refreshed:
         write_table(Path(root) / name / profile, load_records(name, profile, root))

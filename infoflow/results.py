@@ -1,5 +1,6 @@
 """Aggregate run records into tables: one row per (variant, T, target parameters), with mean, std,
 best and worst of the best validation NMSE over seeds, and the provenance the rows came from."""
+
 from __future__ import annotations
 
 import csv
@@ -18,14 +19,21 @@ __all__ = ["load_records", "aggregate", "format_rows", "DATA_DIR", "best_profile
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
-def load_records(experiment: str, profile: str, root: Optional[Path] = None, current: bool = True,
-                 problems: Optional[list] = None, folder: Optional[Path] = None) -> list[dict]:
+def load_records(
+    experiment: str,
+    profile: str,
+    root: Optional[Path] = None,
+    current: bool = True,
+    problems: Optional[list] = None,
+    folder: Optional[Path] = None,
+) -> list[dict]:
     """Valid records of ``experiment`` under ``profile`` (``root``/experiment/profile, default data/;
     or the records folder ``folder`` itself). With ``current`` only the records of the experiment's
     present config for that profile, so a folder holding runs of an older config never mixes them
     into a table. Records that are invalid are left out and, with ``problems``, listed there."""
     from .experiments import make_experiment
     from .store import config_hash
+
     store = ResultsStore(Path(folder) if folder is not None else Path(root or DATA_DIR) / experiment / profile)
     records = store.records()
     if problems is not None:
@@ -36,13 +44,19 @@ def load_records(experiment: str, profile: str, root: Optional[Path] = None, cur
     return records
 
 
-def best_profile(experiment: str, root: Optional[Path] = None, order=("paper", "cpu", "quick"),
-                 folder: Optional[Path] = None, passed: Optional[list] = None) -> Optional[str]:
+def best_profile(
+    experiment: str,
+    root: Optional[Path] = None,
+    order=("paper", "cpu", "quick"),
+    folder: Optional[Path] = None,
+    passed: Optional[list] = None,
+) -> Optional[str]:
     """The largest profile whose every run has a record in ``root`` (paper, then cpu, then quick; or
     in the records folder ``folder``); a sweep still running (or killed midway) does not count, nor
     does a profile without runs. With ``passed``, the larger profiles passed over are listed there
     as (profile, valid records, runs)."""
     from .experiments import make_experiment
+
     for p in order:
         expected = len(make_experiment(experiment, p).runs())
         found = len(load_records(experiment, p, root, folder=folder))
@@ -62,15 +76,22 @@ def aggregate(records: Iterable[dict], metric: str = "best_val_nmse") -> list[di
     rows = []
     for (label, T, params), recs in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
         vals = np.array([r["metrics"][metric] for r in recs if r["status"] == "done"], dtype=float)
-        rows.append({"label": label, "T": T, **json.loads(params),
-                     "n_seeds": len(recs), "n_failed": sum(r["status"] != "done" for r in recs),
-                     "mean": float(vals.mean()) if len(vals) else None,
-                     "std": float(vals.std()) if len(vals) else None,
-                     "best": float(vals.min()) if len(vals) else None,
-                     "worst": float(vals.max()) if len(vals) else None,
-                     "seeds": sorted(r["config"]["seed"] for r in recs),
-                     "device": sorted({r["provenance"]["device_name"] for r in recs}),
-                     "steps": recs[0]["metrics"]["steps"]})
+        rows.append(
+            {
+                "label": label,
+                "T": T,
+                **json.loads(params),
+                "n_seeds": len(recs),
+                "n_failed": sum(r["status"] != "done" for r in recs),
+                "mean": float(vals.mean()) if len(vals) else None,
+                "std": float(vals.std()) if len(vals) else None,
+                "best": float(vals.min()) if len(vals) else None,
+                "worst": float(vals.max()) if len(vals) else None,
+                "seeds": sorted(r["config"]["seed"] for r in recs),
+                "device": sorted({r["provenance"]["device_name"] for r in recs}),
+                "steps": recs[0]["metrics"]["steps"],
+            }
+        )
     return rows
 
 
@@ -89,6 +110,7 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
 
     def cell(v):
         return f"{v:.3g}" if isinstance(v, float) else str(v)
+
     widths = [max(len(c), *(len(cell(r.get(c))) for r in rows)) for c in cols]
     lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(cell(r.get(c)).rjust(w) for c, w in zip(cols, widths)) for r in rows]
@@ -107,9 +129,13 @@ def describe(records: list[dict], profile: str) -> dict:
     seeds = sorted({r["config"]["seed"] for r in records})
     devices = sorted({r["provenance"]["device_name"] for r in records})
     steps = sorted({r["metrics"]["steps"] for r in records})
-    return {"profile": f"{profile} ({PROFILE_WORDS.get(profile, profile)})", "seeds": seeds,
-            "device": ", ".join(devices), "steps": steps,
-            "commits": sorted({(r["provenance"].get("git_commit") or "?")[:7] for r in records})}
+    return {
+        "profile": f"{profile} ({PROFILE_WORDS.get(profile, profile)})",
+        "seeds": seeds,
+        "device": ", ".join(devices),
+        "steps": steps,
+        "commits": sorted({(r["provenance"].get("git_commit") or "?")[:7] for r in records}),
+    }
 
 
 def mean_curves(records: list[dict], key: Callable[[dict], object]) -> dict:
@@ -118,9 +144,13 @@ def mean_curves(records: list[dict], key: Callable[[dict], object]) -> dict:
     groups: dict = defaultdict(list)
     for r in records:
         groups[key(r)].append(r["curve"])
-    return {k: ([s for s, _ in runs[0]], np.exp(np.mean(np.log(np.array([[v for _, v in c] for c in runs],
-                                                                        dtype=float)), axis=0)))
-            for k, runs in groups.items()}
+    return {
+        k: (
+            [s for s, _ in runs[0]],
+            np.exp(np.mean(np.log(np.array([[v for _, v in c] for c in runs], dtype=float)), axis=0)),
+        )
+        for k, runs in groups.items()
+    }
 
 
 def run_curves(records: Iterable[dict], key: Callable[[dict], object]) -> dict:
@@ -138,8 +168,11 @@ def curves_to_rows(curves: dict, names: Sequence[str], value: str = "val_nmse_ge
     """A figure's CSV rows from curves {key: (steps, values)} (as :func:`mean_curves` or
     :func:`run_curves` return): one row
     per point, with the key's parts named by ``names``, the ``fixed`` columns, ``step`` and ``value``."""
-    return [{**fixed, **dict(zip(names, key if isinstance(key, tuple) else (key,))), "step": s, value: float(v)}
-            for key, (steps, vals) in curves.items() for s, v in zip(steps, vals)]
+    return [
+        {**fixed, **dict(zip(names, key if isinstance(key, tuple) else (key,))), "step": s, value: float(v)}
+        for key, (steps, vals) in curves.items()
+        for s, v in zip(steps, vals)
+    ]
 
 
 def seed_pairs(records: Iterable[dict], key: Callable[[dict], object], metric: str = "best_val_nmse") -> dict:
@@ -169,5 +202,6 @@ def second_half_ratio(record: dict) -> float:
 def live_quick(experiment: str, root: Optional[Path] = None) -> list[dict]:
     """Run (or load, when recorded) the quick profile of ``experiment`` into root/experiment/quick."""
     from .runner import run_experiment
+
     out = Path(root or DATA_DIR) / experiment / "quick"
     return run_experiment(experiment, "quick", out=out, progress=False, log=lambda m: None)["records"]

@@ -7,6 +7,7 @@ either has its complete record or none. An ensemble in training saves its state 
 minute (``checkpoint_every_s``; a hidden ``.<group key>.ckpt`` beside the records, removed once its
 records are written), so a killed sweep also resumes inside an ensemble, not from its step 0.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,11 +30,19 @@ from .store import ResultsStore, config_hash, provenance
 from .targets import make_target
 from .train import CHECKPOINT_EVERY_S, Checkpoint, TrainConfig, train_ensemble
 
-__all__ = ["run_experiment", "default_device", "build_model", "group_runs", "group_key", "train_group_job",
-           "die_with_parent", "DEFAULT_ROOT"]
+__all__ = [
+    "run_experiment",
+    "default_device",
+    "build_model",
+    "group_runs",
+    "group_key",
+    "train_group_job",
+    "die_with_parent",
+    "DEFAULT_ROOT",
+]
 
 DEFAULT_ROOT = Path("runs")
-MAX_MEMBERS = 16   # DEFAULT: the largest ensemble (our choice, not yet timed against others on a GPU)
+MAX_MEMBERS = 16  # DEFAULT: the largest ensemble (our choice, not yet timed against others on a GPU)
 
 
 def default_device() -> str:
@@ -52,9 +61,19 @@ def check_device(device: str, local: bool = True) -> str:
 
 def model_config(run: dict, target) -> ModelConfig:
     m = run["model"]
-    return ModelConfig(d=target.d, T=run["T"], heads=tuple(m["heads"]), E=m["E"], ffn=m["ffn"],
-                       out_dim=target.out_dim, pe=m["pe"], activation=m["activation"],
-                       layernorm=m["layernorm"], head_dim=m["head_dim"], qk_init=m.get("qk_init", 1.0))
+    return ModelConfig(
+        d=target.d,
+        T=run["T"],
+        heads=tuple(m["heads"]),
+        E=m["E"],
+        ffn=m["ffn"],
+        out_dim=target.out_dim,
+        pe=m["pe"],
+        activation=m["activation"],
+        layernorm=m["layernorm"],
+        head_dim=m["head_dim"],
+        qk_init=m.get("qk_init", 1.0),
+    )
 
 
 def build_model(group: list[dict], device) -> tuple:
@@ -110,11 +129,20 @@ def group_runs(runs: list[dict], share_shapes: bool = False, max_members: Option
     return out
 
 
-def train_group(exp, group: list[dict], store: ResultsStore, device: str, progress: bool = False,
-                log: Callable = print, checkpoint_every_s: float = CHECKPOINT_EVERY_S, cuda_graph: bool = False) -> int:
+def train_group(
+    exp,
+    group: list[dict],
+    store: ResultsStore,
+    device: str,
+    progress: bool = False,
+    log: Callable = print,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+    cuda_graph: bool = False,
+) -> int:
     """Train one ensemble (see :func:`group_runs`), resuming from its checkpoint if one was saved,
     and write one record per run (``cuda_graph``: see :func:`~infoflow.train.train_ensemble`). The
-    number of runs trained is returned. The group's runs are claimed first (:meth:`~infoflow.store.ResultsStore.claim`): a group another live
+    number of runs trained is returned. The group's runs are claimed first
+    (:meth:`~infoflow.store.ResultsStore.claim`): a group another live
     sweep holds, or whose records appeared meanwhile, is left alone. Under Slurm the ledger of
     submitted jobs keeps a group from running twice, and a claim could not be checked across nodes,
     so jobs there do not claim."""
@@ -122,7 +150,10 @@ def train_group(exp, group: list[dict], store: ResultsStore, device: str, progre
     if "SLURM_JOB_ID" not in os.environ:
         holder = store.claim(hashes)
         if holder is not None:
-            log(f"skipped: ensemble {group[0]['label']} T={group[0]['T']} ({len(group)} runs) is being trained by {holder}")
+            log(
+                f"skipped: ensemble {group[0]['label']} T={group[0]['T']} ({len(group)} runs) "
+                f"is being trained by {holder}"
+            )
             return 0
         try:
             if any(store.get(h) is not None for h in hashes):
@@ -144,20 +175,38 @@ def _train_group(exp, group, store, device, progress, log, checkpoint_every_s, c
     ckpt = Checkpoint(checkpoint_path(store, group), group_key(group), checkpoint_every_s)
     monitor = exp.monitor(model, targets, group[0]["T"])
     start = time.perf_counter()
-    results = train_ensemble(model, targets, seeds, tcfg, progress=progress, checkpoint=ckpt, log=log,
-                             cuda_graph=cuda_graph, monitor=monitor and monitor[1])
+    results = train_ensemble(
+        model,
+        targets,
+        seeds,
+        tcfg,
+        progress=progress,
+        checkpoint=ckpt,
+        log=log,
+        cuda_graph=cuda_graph,
+        monitor=monitor and monitor[1],
+    )
     wall = time.perf_counter() - start
     after = exp.measure(model, targets[0], group[0]["T"], "trained")
-    prov = provenance(device, ensemble_members=len(group), wall_time_s=round(wall, 3),
-                      **({"cuda_graph": True} if cuda_graph else {}))
-    counts = model.parameter_counts()   # per member; the same for every member
+    prov = provenance(
+        device, ensemble_members=len(group), wall_time_s=round(wall, 3), **({"cuda_graph": True} if cuda_graph else {})
+    )
+    counts = model.parameter_counts()  # per member; the same for every member
     for run, res in zip(group, results):
-        record = {"config": run, "config_hash": config_hash(run), "status": res["status"],
-                  "metrics": {"best_val_nmse": res["best_val_nmse"], "final_train_nmse": res["final_train_nmse"],
-                              "steps": res["steps"]},
-                  "curve": res["curve"], "parameters": counts,
-                  "provenance": {**prov, "seed": run["seed"], "steps": res["steps"]}}
-        if res["resumed"]:   # steps trained by earlier processes; wall_time_s counts this one's only
+        record = {
+            "config": run,
+            "config_hash": config_hash(run),
+            "status": res["status"],
+            "metrics": {
+                "best_val_nmse": res["best_val_nmse"],
+                "final_train_nmse": res["final_train_nmse"],
+                "steps": res["steps"],
+            },
+            "curve": res["curve"],
+            "parameters": counts,
+            "provenance": {**prov, "seed": run["seed"], "steps": res["steps"]},
+        }
+        if res["resumed"]:  # steps trained by earlier processes; wall_time_s counts this one's only
             record["provenance"]["resumed_from"] = res["resumed"]
         extras = {}
         for measured in (before, after):
@@ -174,16 +223,32 @@ def _train_group(exp, group, store, device, progress, log, checkpoint_every_s, c
     ckpt.path.unlink(missing_ok=True)
 
 
-def train_group_job(name: str, profile: str, overrides: dict, group: list, root: str, device: str,
-                    threads: Optional[int] = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
-                    cuda_graph: bool = False) -> list:
+def train_group_job(
+    name: str,
+    profile: str,
+    overrides: dict,
+    group: list,
+    root: str,
+    device: str,
+    threads: Optional[int] = None,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+    cuda_graph: bool = False,
+) -> list:
     """One ensemble group in a process of its own (a Slurm job or a local worker): rebuild the
     experiment from its name, profile and overrides, train the group, write its records."""
     if threads:
         torch.set_num_threads(threads)
     exp = make_experiment(name, profile, overrides)
-    trained = train_group(exp, group, ResultsStore(Path(root)), device, progress=False, log=print,
-                          checkpoint_every_s=checkpoint_every_s, cuda_graph=cuda_graph)
+    trained = train_group(
+        exp,
+        group,
+        ResultsStore(Path(root)),
+        device,
+        progress=False,
+        log=print,
+        checkpoint_every_s=checkpoint_every_s,
+        cuda_graph=cuda_graph,
+    )
     return [config_hash(r) for r in group] if trained else []
 
 
@@ -201,14 +266,25 @@ def die_with_parent() -> None:
     try:
         import ctypes
         import signal
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
 
-def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: ResultsStore, device: str,
-                      workers: int, progress: bool, log: Callable, checkpoint_every_s: float,
-                      cuda_graph: bool = False) -> int:
+def _train_in_workers(
+    exp,
+    profile: str,
+    overrides: dict,
+    groups: list,
+    store: ResultsStore,
+    device: str,
+    workers: int,
+    progress: bool,
+    log: Callable,
+    checkpoint_every_s: float,
+    cuda_graph: bool = False,
+) -> int:
     """Train groups concurrently in ``workers`` processes (spawned: safe with CUDA). Tiny models leave
     a GPU launch-bound and idle, so several ensembles in flight keep it busy; on a CPU each worker
     gets its share of the cores. A group that fails is reported; the others go on, a rerun resumes."""
@@ -217,24 +293,50 @@ def _train_in_workers(exp, profile: str, overrides: dict, groups: list, store: R
     ctx = multiprocessing.get_context("spawn")
     order = sorted(groups, key=group_cost, reverse=True)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent) as pool:
-        futures = {pool.submit(train_group_job, exp.name, profile, overrides, g, str(store.root), device, threads,
-                               checkpoint_every_s, cuda_graph): g for g in order}
+        futures = {
+            pool.submit(
+                train_group_job,
+                exp.name,
+                profile,
+                overrides,
+                g,
+                str(store.root),
+                device,
+                threads,
+                checkpoint_every_s,
+                cuda_graph,
+            ): g
+            for g in order
+        }
         for fut in tqdm(as_completed(futures), total=len(futures), disable=not progress, desc=exp.name):
             if fut.exception() is not None:
                 g = futures[fut]
-                log(f"failed: ensemble {g[0]['label']} T={g[0]['T']} ({len(g)} runs): {fut.exception()!r}; "
-                    "rerun to train it")
+                log(
+                    f"failed: ensemble {g[0]['label']} T={g[0]['T']} ({len(g)} runs): {fut.exception()!r}; "
+                    "rerun to train it"
+                )
             else:
                 trained += len(fut.result())
     return trained
 
 
-def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] = None,
-                   out: Optional[Path] = None, device: Optional[str] = None, progress: bool = True,
-                   retry_failed: bool = False, log: Callable = print, executor: str = "local",
-                   slurm: Optional[dict] = None, workers: int = 1, share_shapes: Optional[bool] = None,
-                   max_members: Optional[int] = None, checkpoint_every_s: Optional[float] = None,
-                   cuda_graph: bool = False) -> dict:
+def run_experiment(
+    name: str,
+    profile: str = "quick",
+    overrides: Optional[dict] = None,
+    out: Optional[Path] = None,
+    device: Optional[str] = None,
+    progress: bool = True,
+    retry_failed: bool = False,
+    log: Callable = print,
+    executor: str = "local",
+    slurm: Optional[dict] = None,
+    workers: int = 1,
+    share_shapes: Optional[bool] = None,
+    max_members: Optional[int] = None,
+    checkpoint_every_s: Optional[float] = None,
+    cuda_graph: bool = False,
+) -> dict:
     """Run (or resume) an experiment, locally (``workers`` ensembles at a time) or on Slurm; returns
     a summary with its records. No ensemble has more than ``max_members`` (default ``MAX_MEMBERS``).
     ``share_shapes`` (default: on a GPU) trains runs whose parameters have the same shapes as one
@@ -245,8 +347,11 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
     evaluation), and a rerun resumes it. ``cuda_graph`` replays each ensemble's training step as a CUDA
     graph (a CUDA device only; recorded in the provenance)."""
     positive_int("workers", workers)
-    checkpoint_every_s = CHECKPOINT_EVERY_S if checkpoint_every_s is None else \
-        nonnegative("checkpoint_every", checkpoint_every_s, "seconds")
+    checkpoint_every_s = (
+        CHECKPOINT_EVERY_S
+        if checkpoint_every_s is None
+        else nonnegative("checkpoint_every", checkpoint_every_s, "seconds")
+    )
     max_members = MAX_MEMBERS if max_members is None else positive_int("max_members", max_members)
     exp = make_experiment(name, profile, overrides)
     if not exp.runs():
@@ -277,34 +382,73 @@ def run_experiment(name: str, profile: str = "quick", overrides: Optional[dict] 
     groups = group_runs(todo, share_shapes, max_members)
     expected = {checkpoint_path(store, g).name for g in groups}
     for orphan in sorted(p.name for p in store.root.glob(".*.ckpt") if p.name not in expected):
-        log(f"warning: checkpoint {store.root / orphan} belongs to no ensemble of this sweep (other grouping "
-            "options?); left in place, not used")
+        log(
+            f"warning: checkpoint {store.root / orphan} belongs to no ensemble of this sweep (other grouping "
+            "options?); left in place, not used"
+        )
     start = time.perf_counter()
-    log(f"{name} [{profile}] on {device}: {len(runs)} runs, {skipped} already recorded, "
-        f"{len(todo)} to train in {len(groups)} ensemble(s){' (shared shapes)' if share_shapes else ''} -> {store.root}")
+    log(
+        f"{name} [{profile}] on {device}: {len(runs)} runs, {skipped} already recorded, "
+        f"{len(todo)} to train in {len(groups)} ensemble(s){' (shared shapes)' if share_shapes else ''} -> {store.root}"
+    )
     if executor == "slurm":
         from .slurm import run_on_slurm
-        run_on_slurm(exp, profile, overrides or {}, groups, store, device, slurm or {}, progress, log, checkpoint_every_s,
-                     cuda_graph)
+
+        run_on_slurm(
+            exp,
+            profile,
+            overrides or {},
+            groups,
+            store,
+            device,
+            slurm or {},
+            progress,
+            log,
+            checkpoint_every_s,
+            cuda_graph,
+            job_fn=train_group_job,
+            key_fn=group_key,
+        )
     elif executor != "local":
         raise ValueError(f"executor must be local or slurm, got {executor!r}")
         trained = len(todo)
     elif workers > 1 and len(groups) > 1:
-        trained = _train_in_workers(exp, profile, overrides or {}, groups, store, device, workers, progress, log,
-                                    checkpoint_every_s, cuda_graph)
+        trained = _train_in_workers(
+            exp, profile, overrides or {}, groups, store, device, workers, progress, log, checkpoint_every_s, cuda_graph
+        )
     else:
-        trained = sum(train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph)
-                      for group in tqdm(groups, disable=not progress, desc=name))
+        trained = sum(
+            train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph)
+            for group in tqdm(groups, disable=not progress, desc=name)
+        )
     wall = round(time.perf_counter() - start, 1)
     hashes = {config_hash(r) for r in runs}
     records = [r for r in store.records() if r["config_hash"] in hashes]
     if todo and executor == "local":
         # the sweep's own wall time (with workers, less than the sum of the records' wall times)
-        sweep = {"experiment": name, "profile": profile, "trained": trained, "ensembles": len(groups),
-                 "workers": workers, "share_shapes": share_shapes, "cuda_graph": cuda_graph, "wall_time_s": wall,
-                 "recorded_after": len(records),
-                 **provenance(device)}
+        sweep = {
+            "experiment": name,
+            "profile": profile,
+            "trained": trained,
+            "ensembles": len(groups),
+            "workers": workers,
+            "share_shapes": share_shapes,
+            "cuda_graph": cuda_graph,
+            "wall_time_s": wall,
+            "recorded_after": len(records),
+            **provenance(device),
+        }
         with open(store.root / "sweeps.jsonl", "a") as fh:
             fh.write(json.dumps(sweep) + "\n")
-    return {"experiment": name, "profile": profile, "device": device, "executor": executor, "store": str(store.root),
-            "runs": len(runs), "skipped": skipped, "trained": trained, "records": records, "wall_time_s": wall}
+    return {
+        "experiment": name,
+        "profile": profile,
+        "device": device,
+        "executor": executor,
+        "store": str(store.root),
+        "runs": len(runs),
+        "skipped": skipped,
+        "trained": trained,
+        "records": records,
+        "wall_time_s": wall,
+    }

@@ -11,6 +11,7 @@ trains its group and writes its records into the same JSON store as a local run 
 submitit ships the job function to the worker with cloudpickle (its own mechanism for code);
 results never travel that way: the driver reads the JSON records the jobs wrote.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,14 +23,21 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from .runner import group_key, train_group_job
 from .store import ResultsStore, config_hash
 from .train import CHECKPOINT_EVERY_S
 
 __all__ = ["run_on_slurm", "SLURM_DEFAULTS", "load_slurm_options"]
 
-SLURM_DEFAULTS = {"partition": None, "time_min": 60, "cpus": 2, "gpus": 0, "mem_gb": 8, "account": None,
-                  "poll_s": 2.0, "array_parallelism": 64}
+SLURM_DEFAULTS = {
+    "partition": None,
+    "time_min": 60,
+    "cpus": 2,
+    "gpus": 0,
+    "mem_gb": 8,
+    "account": None,
+    "poll_s": 2.0,
+    "array_parallelism": 64,
+}
 
 
 def load_slurm_options(path: str | None, **flags) -> dict:
@@ -44,7 +52,9 @@ def load_slurm_options(path: str | None, **flags) -> dict:
             raise ValueError(f"--slurm-config {path}: must hold a JSON object of options, got {json.dumps(data)}")
         unknown = set(data) - set(SLURM_DEFAULTS)
         if unknown:
-            raise ValueError(f"--slurm-config: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(SLURM_DEFAULTS)}")
+            raise ValueError(
+                f"--slurm-config: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(SLURM_DEFAULTS)}"
+            )
         opts.update(data)
     opts.update({k: v for k, v in flags.items() if v is not None})
     for key in ("time_min", "cpus", "mem_gb", "array_parallelism"):
@@ -74,18 +84,34 @@ def _tail(path: Path, n: int = 15) -> str:
         return "(no log)"
 
 
-def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: ResultsStore, device: str,
-                 opts: dict, progress: bool, log: Callable, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
-                 cuda_graph: bool = False) -> list:
-    """Submit (or re-attach to) one array job per sweep and wait; returns the failed job ids."""
+def run_on_slurm(
+    exp,
+    profile: str,
+    overrides: dict,
+    groups: list,
+    store: ResultsStore,
+    device: str,
+    opts: dict,
+    progress: bool,
+    log: Callable,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+    cuda_graph: bool = False,
+    job_fn: Callable = None,
+    key_fn: Callable = None,
+) -> list:
+    """Submit (or re-attach to) one array job per sweep and wait; returns the failed job ids. ``job_fn`` trains
+    one group in a Slurm task and ``key_fn`` names a group (the runner passes its own, so this module does not
+    import the runner, which imports it)."""
     import shutil
 
     import submitit
 
     missing = [tool for tool in ("sbatch", "squeue", "srun") if shutil.which(tool) is None]
     if missing:
-        raise ValueError(f"--executor slurm needs Slurm's commands on PATH; not found: {', '.join(missing)} "
-                         "(use --executor local here)")
+        raise ValueError(
+            f"--executor slurm needs Slurm's commands on PATH; not found: {', '.join(missing)} "
+            "(use --executor local here)"
+        )
 
     opts = {**SLURM_DEFAULTS, **opts}
     folder = store.root / ".slurm"
@@ -94,19 +120,26 @@ def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: Result
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     waiting, to_submit = {}, []
     for g in groups:
-        key = group_key(g)
+        key = key_fn(g)
         if key in ledger and _active(ledger[key]):
             waiting[key] = (ledger[key], g)
         else:
             to_submit.append((key, g))
     if waiting:
-        log(f"slurm: {len(waiting)} group(s) already queued or running, not submitted again: "
-            f"{', '.join(sorted(j for j, _ in waiting.values()))}")
+        log(
+            f"slurm: {len(waiting)} group(s) already queued or running, not submitted again: "
+            f"{', '.join(sorted(j for j, _ in waiting.values()))}"
+        )
     if to_submit:
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
-        params = {"timeout_min": int(opts["time_min"]), "cpus_per_task": int(opts["cpus"]), "mem_gb": opts["mem_gb"],
-                  "slurm_array_parallelism": int(opts["array_parallelism"]), "name": f"infoflow-{exp.name}",
-                  "slurm_setup": [f"export OMP_NUM_THREADS={int(opts['cpus'])}"]}
+        params = {
+            "timeout_min": int(opts["time_min"]),
+            "cpus_per_task": int(opts["cpus"]),
+            "mem_gb": opts["mem_gb"],
+            "slurm_array_parallelism": int(opts["array_parallelism"]),
+            "name": f"infoflow-{exp.name}",
+            "slurm_setup": [f"export OMP_NUM_THREADS={int(opts['cpus'])}"],
+        }
         if opts["gpus"]:
             params["gpus_per_node"] = int(opts["gpus"])
         if opts["partition"]:
@@ -115,9 +148,18 @@ def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: Result
             params["slurm_additional_parameters"] = {"account": opts["account"]}
         executor.update_parameters(**params)
         n = len(to_submit)
-        jobs = executor.map_array(train_group_job, [exp.name] * n, [profile] * n, [overrides] * n, [g for _, g in to_submit],
-                                  [str(store.root)] * n, [device] * n, [None] * n, [checkpoint_every_s] * n,
-                                  [cuda_graph] * n)
+        jobs = executor.map_array(
+            job_fn,
+            [exp.name] * n,
+            [profile] * n,
+            [overrides] * n,
+            [g for _, g in to_submit],
+            [str(store.root)] * n,
+            [device] * n,
+            [None] * n,
+            [checkpoint_every_s] * n,
+            [cuda_graph] * n,
+        )
         for (key, g), job in zip(to_submit, jobs):
             ledger[key] = str(job.job_id)
             waiting[key] = (str(job.job_id), g)
@@ -132,8 +174,10 @@ def run_on_slurm(exp, profile: str, overrides: dict, groups: list, store: Result
             missing = [r for r in g if store.get(config_hash(r)) is None]
             if missing:
                 log_path = next(iter(sorted(folder.glob(f"{job_id}/*_log.err"))), folder / job_id / "log.err")
-                log(f"slurm: job {job_id} ended without writing {len(missing)} record(s); tail of its log:\n"
-                    f"{_tail(log_path)}")
+                log(
+                    f"slurm: job {job_id} ended without writing {len(missing)} record(s); tail of its log:\n"
+                    f"{_tail(log_path)}"
+                )
                 failed.append(job_id)
             ledger.pop(key, None)
             del waiting[key]

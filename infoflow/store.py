@@ -9,6 +9,7 @@ the hash of everything else in it, so an edit by hand is caught. A file that doe
 hash does not match its config, that breaks the schema or whose content hash does not match is
 reported and treated as missing, so the run is done again; it is never used.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -27,8 +28,19 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from . import __version__
 
-__all__ = ["config_hash", "code_sha256", "content_sha256", "seal", "provenance", "atomic_write", "ResultsStore",
-           "RecordProblem", "RecordSchema", "record_problem", "REQUIRED"]
+__all__ = [
+    "config_hash",
+    "code_sha256",
+    "content_sha256",
+    "seal",
+    "provenance",
+    "atomic_write",
+    "ResultsStore",
+    "RecordProblem",
+    "RecordSchema",
+    "record_problem",
+    "REQUIRED",
+]
 
 REQUIRED = ("config", "config_hash", "status", "metrics", "provenance", "content_sha256")
 
@@ -49,6 +61,7 @@ class _Provenance(BaseModel):
 
 class RecordSchema(BaseModel):
     """What every record must hold (more keys are allowed: curve, measurements, parameters, ...)."""
+
     model_config = ConfigDict(extra="allow")
     config: dict
     config_hash: str
@@ -102,8 +115,11 @@ def record_problem(record, name: str = "") -> Optional[str]:
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         return f"missing fields {missing}"
-    if not isinstance(record["config"], dict) or record["config_hash"] != config_hash(record["config"]) \
-            or (name and name != record["config_hash"]):
+    if (
+        not isinstance(record["config"], dict)
+        or record["config_hash"] != config_hash(record["config"])
+        or (name and name != record["config_hash"])
+    ):
         return "hash does not match its config"
     try:
         RecordSchema.model_validate(record)
@@ -121,8 +137,9 @@ def record_problem(record, name: str = "") -> Optional[str]:
 
 def _git(*args: str) -> Optional[str]:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -135,11 +152,13 @@ _GIT_DIRTY = None if _GIT_COMMIT is None else bool(_git("status", "--porcelain",
 
 
 def code_sha256(package_dir: Path = Path(__file__).resolve().parent) -> str:
-    """sha256 of the package's own source (every ``*.py`` file, by name and content), 16 hex digits:
-    names the code that ran even where the checkout's git history is missing or stale (a copied tree)."""
+    """sha256 of the package's own source (every ``*.py`` file of the package tree, subpackages included,
+    by relative path and content), 16 hex digits: names the code that ran even where the checkout's git
+    history is missing or stale (a copied tree)."""
     h = hashlib.sha256()
-    for path in sorted(Path(package_dir).glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    root = Path(package_dir)
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -152,14 +171,24 @@ def provenance(device: str = "cpu", **extra) -> dict:
     version, date."""
     try:
         import torch
+
         torch_version = torch.__version__
         device_name = torch.cuda.get_device_name(0) if str(device).startswith("cuda") else platform.processor() or "cpu"
     except ImportError:  # pragma: no cover - the engine alone has no torch
         torch_version, device_name = None, "cpu"
-    return {"package": "infoflow", "version": __version__, "git_commit": _GIT_COMMIT, "git_dirty": _GIT_DIRTY,
-            "code_sha256": _CODE_SHA256, "torch": torch_version, "device": str(device), "device_name": device_name,
-            "python": platform.python_version(),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra}
+    return {
+        "package": "infoflow",
+        "version": __version__,
+        "git_commit": _GIT_COMMIT,
+        "git_dirty": _GIT_DIRTY,
+        "code_sha256": _CODE_SHA256,
+        "torch": torch_version,
+        "device": str(device),
+        "device_name": device_name,
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
 
 
 def atomic_write(final: Path, data: bytes) -> Path:
@@ -233,7 +262,9 @@ class ResultsStore:
         try:
             record = json.loads(Path(path).read_text())
         except (OSError, ValueError) as err:
-            self.problems.append(RecordProblem(str(path), f"unreadable or truncated ({type(err).__name__}); will re-run"))
+            self.problems.append(
+                RecordProblem(str(path), f"unreadable or truncated ({type(err).__name__}); will re-run")
+            )
             return None
         problem = record_problem(record, Path(path).stem)
         if problem:
@@ -241,7 +272,9 @@ class ResultsStore:
             return None
         version = record["provenance"].get("version")
         if version != __version__:
-            self.problems.append(RecordProblem(str(path), f"written by infoflow {version}, this is {__version__}; will re-run"))
+            self.problems.append(
+                RecordProblem(str(path), f"written by infoflow {version}, this is {__version__}; will re-run")
+            )
             return None
         return record
 
@@ -268,7 +301,7 @@ class ResultsStore:
     def claim(self, hashes: Iterable[str]) -> Optional[str]:
         """Claim every run of ``hashes`` for this process; None when done, else who holds one (and
         nothing is claimed)."""
-        taken = []   # claimed by this call (a run this process held already stays held)
+        taken = []  # claimed by this call (a run this process held already stays held)
         for h in hashes:
             holder, new = self._claim_one(h)
             if holder is not None:
@@ -313,7 +346,7 @@ class ResultsStore:
                     return None, False
                 if owner and _alive(owner):
                     return f"process {owner['pid']} on {owner['host']}", False
-                path.unlink(missing_ok=True)   # its process is gone: take it over
+                path.unlink(missing_ok=True)  # its process is gone: take it over
                 continue
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(_owner()))

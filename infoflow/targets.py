@@ -8,10 +8,10 @@ Positions are 1-based in the paper; arrays here are 0-based (token ``x_t`` is ``
 Labels follow SPEC.md: the formula of each target is RECONSTRUCTED, THIRD-PARTY or PRIOR as stated in
 its docstring; constants marked DEFAULT are our choice.
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from math import comb
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -20,14 +20,22 @@ from .backend import array_namespace, as_array, normal, uniform
 from .checks import positive_int
 
 __all__ = [
-    "Target", "DepthSeparation", "KthLargest", "DRetrieval", "IntrinsicDimension",
-    "TriangleCenter", "PairCenter", "FirstThreeSum", "TARGETS", "make_target",
+    "Target",
+    "DepthSeparation",
+    "KthLargest",
+    "DRetrieval",
+    "IntrinsicDimension",
+    "TriangleCenter",
+    "PairCenter",
+    "FirstThreeSum",
+    "TARGETS",
+    "make_target",
 ]
 
 
 def _pair_scores(xp, X, A):
     """``S[..., i, s, t] = x_s^T A_i x_t`` for ``A`` of shape ``(D, d, d)``."""
-    XA = xp.matmul(X[..., None, :, :], A)                       # (..., D, T, d)
+    XA = xp.matmul(X[..., None, :, :], A)  # (..., D, T, d)
     return xp.matmul(XA, xp.matrix_transpose(X)[..., None, :, :])  # (..., D, T, T)
 
 
@@ -37,7 +45,7 @@ def _in_chunks(xp, X, per_sequence, chunk: int):
     T² or T³ numbers per sequence within memory on the paper's training sets (300k sequences at T = 64)."""
     batch_shape = X.shape[:-2]
     Xf = xp.reshape(X, (-1,) + tuple(X.shape[-2:]))
-    out = [per_sequence(Xf[start:start + chunk]) for start in range(0, Xf.shape[0], chunk)]
+    out = [per_sequence(Xf[start : start + chunk]) for start in range(0, Xf.shape[0], chunk)]
     return xp.reshape(xp.concat(out), batch_shape)
 
 
@@ -53,7 +61,7 @@ class Target:
     """A target F: R^{T×d} → R^{out_dim}. Subclasses set ``name``, ``d`` and implement ``__call__``."""
 
     name: ClassVar[str] = "target"
-    label: ClassVar[str] = ""          # SPEC label of the formula
+    label: ClassVar[str] = ""  # SPEC label of the formula
     d: int = 1
     out_dim: ClassVar[int] = 1
 
@@ -68,7 +76,7 @@ class Target:
         """The numpy array attribute ``name`` (a fixed random matrix) as an array like ``like``,
         converted once per kind, device and dtype: a training step then copies nothing from the
         host (on a GPU, a copy from pageable host memory waits for all queued work)."""
-        cache = self.__dict__.setdefault("_constants", {})      # frozen dataclass: not a field
+        cache = self.__dict__.setdefault("_constants", {})  # frozen dataclass: not a field
         key = (name, type(like).__module__, str(getattr(like, "device", "cpu")), str(like.dtype))
         if key not in cache:
             cache[key] = as_array(getattr(self, name), like)
@@ -142,7 +150,7 @@ class DRetrieval(Target):
 
     def __call__(self, X):
         xp = array_namespace(X)
-        proj = xp.matmul(X, xp.matrix_transpose(self.constant("a", X)))   # (..., T, D)
+        proj = xp.matmul(X, xp.matrix_transpose(self.constant("a", X)))  # (..., T, D)
         return xp.sum(xp.max(proj, axis=-2), axis=-1)
 
 
@@ -169,8 +177,9 @@ class IntrinsicDimension(Target):
         A = self.constant("A", X)
 
         def per_sequence(Xc):
-            S = _pair_scores(xp, Xc, A)                                  # (n, D, T, T)
+            S = _pair_scores(xp, Xc, A)  # (n, D, T, T)
             return xp.sum(xp.max(xp.max(S, axis=-1), axis=-1), axis=-1)
+
         return _in_chunks(xp, X, per_sequence, self.chunk)
 
 
@@ -192,11 +201,13 @@ class TriangleCenter(Target):
         xp = array_namespace(X)
 
         def per_sequence(Xc):
-            G, diag, pair = _pair_sq_norms(xp, Xc)                         # (n,T,T), (n,T), |x_a + x_b|^2
-            sq = (pair[:, :, :, None] + diag[:, None, None, :]
-                  + 2 * (G[:, :, None, :] + G[:, None, :, :]))             # (n, T, T, T)
+            G, diag, pair = _pair_sq_norms(xp, Xc)  # (n,T,T), (n,T), |x_a + x_b|^2
+            sq = (
+                pair[:, :, :, None] + diag[:, None, None, :] + 2 * (G[:, :, None, :] + G[:, None, :, :])
+            )  # (n, T, T, T)
             m = xp.min(xp.reshape(sq, (sq.shape[0], -1)), axis=-1)
             return xp.sqrt(xp.clip(m, min=0.0))
+
         return _in_chunks(xp, X, per_sequence, self.chunk)
 
     def sample_inputs(self, rng, n, T):
@@ -244,8 +255,8 @@ class FirstThreeSum(Target):
 
 
 TARGETS: dict[str, type[Target]] = {
-    cls.name: cls for cls in (DepthSeparation, KthLargest, DRetrieval, IntrinsicDimension,
-                              TriangleCenter, PairCenter, FirstThreeSum)
+    cls.name: cls
+    for cls in (DepthSeparation, KthLargest, DRetrieval, IntrinsicDimension, TriangleCenter, PairCenter, FirstThreeSum)
 }
 
 

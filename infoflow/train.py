@@ -9,6 +9,7 @@ whose loss turns NaN/inf is frozen and reported failed; the others go on. With a
 :class:`Checkpoint`, the whole training state is saved every so often, so a training killed midway
 resumes where it was saved and ends exactly as it would have without the kill.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -26,26 +27,38 @@ from .checks import nonnegative, positive_int
 from .model import equal_runs
 from .store import atomic_write, provenance
 
-__all__ = ["TrainConfig", "nmse", "lr_at", "AdamWEnsemble", "train_ensemble", "draw", "MemberTargets", "clip_per_member",
-           "train_autoencoders", "reuse_freed_memory", "predict_in_chunks", "Checkpoint"]
+__all__ = [
+    "TrainConfig",
+    "nmse",
+    "lr_at",
+    "AdamWEnsemble",
+    "train_ensemble",
+    "draw",
+    "MemberTargets",
+    "clip_per_member",
+    "train_autoencoders",
+    "reuse_freed_memory",
+    "predict_in_chunks",
+    "Checkpoint",
+]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1000
     batch: int = 256
-    lr: float = 1e-3               # THIRD-PARTY (SPEC §8)
-    weight_decay: float = 1e-2     # THIRD-PARTY
-    grad_clip: float = 1.0         # DEFAULT
-    tail_steps: int = 0            # constant-lr tail after the cosine (App. C.3)
+    lr: float = 1e-3  # THIRD-PARTY (SPEC §8)
+    weight_decay: float = 1e-2  # THIRD-PARTY
+    grad_clip: float = 1.0  # DEFAULT
+    tail_steps: int = 0  # constant-lr tail after the cosine (App. C.3)
     tail_lr: float = 1e-4
     n_val: int = 2048
     eval_every: int = 100
     n_train: Optional[int] = None  # a fixed training set, passed over in epochs; None: fresh samples every step
     # Levers of the Sec. 6.1 optimisation study (all DEFAULT, ours; the values below leave the paper's recipe as it was)
-    warmup_steps: int = 0          # linear warm-up from 0 to lr, then the cosine over the remaining steps
-    beta2: float = 0.999           # Adam's second-moment decay
-    curriculum: tuple = ()         # ((T_1, steps_1), (T_2, steps_2), ...): the first steps_1 steps at length T_1, ...
+    warmup_steps: int = 0  # linear warm-up from 0 to lr, then the cosine over the remaining steps
+    beta2: float = 0.999  # Adam's second-moment decay
+    curriculum: tuple = ()  # ((T_1, steps_1), (T_2, steps_2), ...): the first steps_1 steps at length T_1, ...
 
     def __post_init__(self):
         for name in ("steps", "batch", "n_val", "eval_every"):
@@ -112,7 +125,7 @@ class AdamWEnsemble:
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
-        self.corrections = torch.zeros(2, device=self.params[0].device)   # 1 − β₁ᵗ, 1 − β₂ᵗ
+        self.corrections = torch.zeros(2, device=self.params[0].device)  # 1 − β₁ᵗ, 1 − β₂ᵗ
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor, active: Optional[torch.Tensor] = None):
@@ -126,8 +139,8 @@ class AdamWEnsemble:
         a Python scalar would be, then stored in float32)."""
         self.t += 1
         b1, b2 = self.betas
-        self.corrections[0].fill_(1 - b1 ** self.t)
-        self.corrections[1].fill_(1 - b2 ** self.t)
+        self.corrections[0].fill_(1 - b1**self.t)
+        self.corrections[1].fill_(1 - b2**self.t)
 
     @torch.no_grad()
     def update(self, lr: torch.Tensor, active: Optional[torch.Tensor] = None):
@@ -144,10 +157,10 @@ class AdamWEnsemble:
         torch._foreach_add_(ms, gs, alpha=1 - b1)
         torch._foreach_mul_(vs, b2)
         torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
-        decay = torch._foreach_mul(lr_p, -self.wd)                 # p ← p·(1 − lr·wd)
+        decay = torch._foreach_mul(lr_p, -self.wd)  # p ← p·(1 − lr·wd)
         torch._foreach_add_(decay, 1.0)
         torch._foreach_mul_(ps, decay)
-        denom = torch._foreach_div(vs, c2)                          # p ← p − lr·m̂ / (√v̂ + ε)
+        denom = torch._foreach_div(vs, c2)  # p ← p − lr·m̂ / (√v̂ + ε)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, self.eps)
         update = torch._foreach_div(ms, c1)
@@ -157,7 +170,7 @@ class AdamWEnsemble:
 
 
 _REUSE: Optional[bool] = None
-EVAL_TOKENS = 1 << 20   # tokens (over all members) per slice of a validation forward pass
+EVAL_TOKENS = 1 << 20  # tokens (over all members) per slice of a validation forward pass
 
 
 def reuse_freed_memory() -> bool:
@@ -172,7 +185,7 @@ def reuse_freed_memory() -> bool:
             # M_MMAP_THRESHOLD (-3): blocks up to 32 MiB (glibc's ceiling) come from the heap;
             # M_TRIM_THRESHOLD (-1): give heap memory back to the kernel only above 1 GiB free
             _REUSE = bool(libc.mallopt(-3, 32 << 20)) and bool(libc.mallopt(-1, 1 << 30))
-        except (OSError, AttributeError):   # not glibc: nothing to do
+        except (OSError, AttributeError):  # not glibc: nothing to do
             _REUSE = False
     return _REUSE
 
@@ -232,7 +245,7 @@ def predict_in_chunks(model, X: torch.Tensor, tokens: int = EVAL_TOKENS) -> torc
     chunk = max(1, tokens // (M * (T + 1)))
     if chunk >= n:
         return model(X)
-    return torch.cat([model(X[:, i:i + chunk]) for i in range(0, n, chunk)], dim=1)
+    return torch.cat([model(X[:, i : i + chunk]) for i in range(0, n, chunk)], dim=1)
 
 
 class _Batches:
@@ -254,7 +267,7 @@ class _Batches:
             self.epoch_states = [g.get_state() for g in self.gens]
             self.shuffle()
             self.pos = 0
-        idx = self.perm[:, self.pos:self.pos + cfg.batch]
+        idx = self.perm[:, self.pos : self.pos + cfg.batch]
         self.pos += cfg.batch
         rows = torch.arange(len(self.gens), device=idx.device)[:, None]
         return self.X[rows, idx], self.y[rows, idx]
@@ -280,7 +293,7 @@ class _Batches:
             g.set_state(s)
 
 
-CHECKPOINT_EVERY_S = 60.0   # DEFAULT: seconds between saves of a training's state
+CHECKPOINT_EVERY_S = 60.0  # DEFAULT: seconds between saves of a training's state
 
 
 @dataclass(frozen=True)
@@ -288,6 +301,7 @@ class Checkpoint:
     """Where a training saves its state (at an evaluation step, once ``every_s`` seconds have passed
     since the last save; 0: at every evaluation) and what it belongs to: a state saved under another
     ``key`` is not used. Loaded with ``torch.load(weights_only=True)``: tensors, numbers, strings."""
+
     path: Path
     key: str
     every_s: float = CHECKPOINT_EVERY_S
@@ -307,7 +321,7 @@ class Checkpoint:
             return None, None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:   # truncated, corrupt, or not ours
+        except Exception as err:  # truncated, corrupt, or not ours
             return None, f"checkpoint {path} is unreadable ({type(err).__name__})"
         if not isinstance(state, dict) or state.get("format") != 1 or state.get("key") != self.key:
             return None, f"checkpoint {path} belongs to another training"
@@ -319,26 +333,41 @@ def _segment(start: int, end: int, device, cuda_graph: bool) -> dict:
     and whether as a CUDA graph."""
     prov = provenance(str(device))
     keys = ("code_sha256", "git_commit", "version", "torch", "device_name", "date")
-    return {"from_step": start, "to_step": end, **{k: None if prov[k] is None else str(prov[k]) for k in keys},
-            "cuda_graph": cuda_graph}
+    return {
+        "from_step": start,
+        "to_step": end,
+        **{k: None if prov[k] is None else str(prov[k]) for k in keys},
+        "cuda_graph": cuda_graph,
+    }
 
 
-def _training_state(model, opt, batches, step, active, first_bad, best, curve_steps, curve_vals, segments,
-                    monitored=()) -> dict:
+def _training_state(
+    model, opt, batches, step, active, first_bad, best, curve_steps, curve_vals, segments, monitored=()
+) -> dict:
     """Everything that determines the rest of a training, on the host (generator states as bytes)."""
     cpu = [t.detach().cpu() for t in model.parameters()]
-    return {"step": step, "params": cpu, "m": [t.cpu() for t in opt.m], "v": [t.cpu() for t in opt.v],
-            "t": opt.t, "batches": batches.state(), "active": active.cpu(), "first_bad": first_bad.cpu(),
-            "best": best.cpu(), "curve_steps": list(curve_steps),
-            "curve_vals": torch.stack(curve_vals).cpu() if curve_vals else None, "segments": segments,
-            "monitored": [t.cpu() for t in monitored]}
+    return {
+        "step": step,
+        "params": cpu,
+        "m": [t.cpu() for t in opt.m],
+        "v": [t.cpu() for t in opt.v],
+        "t": opt.t,
+        "batches": batches.state(),
+        "active": active.cpu(),
+        "first_bad": first_bad.cpu(),
+        "best": best.cpu(),
+        "curve_steps": list(curve_steps),
+        "curve_vals": torch.stack(curve_vals).cpu() if curve_vals else None,
+        "segments": segments,
+        "monitored": [t.cpu() for t in monitored],
+    }
 
 
 def _restore(state: dict, model, opt, batches) -> Optional[str]:
     """Put a saved state back (parameters, optimizer moments, generators, data order); returns why
     it does not fit this training, or None."""
     params = list(model.parameters())
-    if [tuple(p.shape) for p in state["params"]] != [tuple(p.shape) for p in params]:   # M is the leading dim
+    if [tuple(p.shape) for p in state["params"]] != [tuple(p.shape) for p in params]:  # M is the leading dim
         return "its parameter shapes differ from this model's"
     with torch.no_grad():
         for dst, src in zip(params + opt.m + opt.v, state["params"] + state["m"] + state["v"]):
@@ -360,7 +389,7 @@ class _TrainStep:
     launch instead of a few hundred, the same kernels on the same memory, so the same numbers.
     Eagerly, ``run`` is the same code called directly."""
 
-    WARMUP = 3   # eager steps before the capture, on a side stream (as PyTorch advises for CUDA graphs)
+    WARMUP = 3  # eager steps before the capture, on a side stream (as PyTorch advises for CUDA graphs)
 
     def __init__(self, model, opt, cfg: TrainConfig, base_lr, active, first_bad, cuda_graph: bool):
         device = base_lr.device
@@ -389,7 +418,7 @@ class _TrainStep:
         self.opt.advance()
         if self.graph is not None:
             self.graph.replay()
-        elif self.side is not None:   # a warm-up step
+        elif self.side is not None:  # a warm-up step
             self.side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.side):
                 self.run()
@@ -409,12 +438,12 @@ class _TrainStep:
         self.model.zero_grad(set_to_none=True)
         torch.where(self.active > 0, per_member, torch.zeros_like(per_member)).sum().backward()
         with torch.no_grad():
-            clip_per_member(self.params, self.cfg.grad_clip, self.active)   # zeroes frozen members too
+            clip_per_member(self.params, self.cfg.grad_clip, self.active)  # zeroes frozen members too
             self.opt.update(self.lr, self.active)
         self.pred = pred.detach()
 
     def _capture(self, X, y) -> None:
-        self.X, self.y = X.clone(), y.clone()   # the graph's input buffers
+        self.X, self.y = X.clone(), y.clone()  # the graph's input buffers
         graph = torch.cuda.CUDAGraph()
         # on the warm-up's stream: what the library set up lazily for that stream (BLAS handles and
         # workspaces) is there already, and nothing of the kind runs inside the capture
@@ -423,9 +452,18 @@ class _TrainStep:
         self.graph = graph
 
 
-def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: Optional[Sequence[float]] = None,
-                   progress: bool = False, checkpoint: Optional[Checkpoint] = None, log: Callable = print,
-                   cuda_graph: bool = False, monitor: Optional[Callable] = None) -> list[dict]:
+def train_ensemble(
+    model,
+    target,
+    seeds: Sequence[int],
+    cfg: TrainConfig,
+    lrs: Optional[Sequence[float]] = None,
+    progress: bool = False,
+    checkpoint: Optional[Checkpoint] = None,
+    log: Callable = print,
+    cuda_graph: bool = False,
+    monitor: Optional[Callable] = None,
+) -> list[dict]:
     """Train every member of ``model`` on ``target`` (member j uses ``seeds[j]``; ``target`` may be a
     list of one target per member). Returns one dict per member: status, best_val_nmse,
     final_train_nmse, steps, curve [(step, val_nmse)], error, and ``resumed``: the parts of the
@@ -444,7 +482,7 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
         raise ValueError("cuda_graph replays one batch shape; a curriculum changes it (train eagerly)")
     if device.type == "cpu":
         reuse_freed_memory()
-    target = MemberTargets(target, M)      # grouped once, not at every step's draw
+    target = MemberTargets(target, M)  # grouped once, not at every step's draw
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     val_gens = [torch.Generator(device=device).manual_seed(10_000_019 + int(s)) for s in seeds]
     Xv, yv = draw(target, val_gens, cfg.n_val, T)
@@ -453,11 +491,11 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
     params = list(model.parameters())
     opt = AdamWEnsemble(params, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
     active = torch.ones(M, device=device)
-    first_bad = torch.full((M,), -1, dtype=torch.long, device=device)   # step of a member's first non-finite loss
+    first_bad = torch.full((M,), -1, dtype=torch.long, device=device)  # step of a member's first non-finite loss
     best = torch.full((M,), float("inf"), device=device)
     curve_steps: list = []
-    curve_vals: list = []   # device tensors, read once at the end: no host-device sync inside the loop
-    monitored: list = []    # monitor(model) at each evaluation, likewise
+    curve_vals: list = []  # device tensors, read once at the end: no host-device sync inside the loop
+    monitored: list = []  # monitor(model) at each evaluation, likewise
     total = cfg.steps + cfg.tail_steps
     train_nmse = torch.full((M,), float("nan"), device=device)
     start, resumed = 0, []
@@ -493,13 +531,28 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
                 if checkpoint is not None and step + 1 < total and time.monotonic() - saved_at >= checkpoint.every_s:
                     segments = resumed + [_segment(start, step + 1, device, cuda_graph)]
                     try:
-                        checkpoint.save(_training_state(model, opt, batches, step + 1, active, first_bad, best,
-                                                        curve_steps, curve_vals, segments, monitored))
-                    except OSError as err:   # a full disk, say: the training goes on without this save
-                        log(f"warning: checkpoint {checkpoint.path} not saved at step {step + 1} "
-                            f"({err.strerror or err}); training goes on")
+                        checkpoint.save(
+                            _training_state(
+                                model,
+                                opt,
+                                batches,
+                                step + 1,
+                                active,
+                                first_bad,
+                                best,
+                                curve_steps,
+                                curve_vals,
+                                segments,
+                                monitored,
+                            )
+                        )
+                    except OSError as err:  # a full disk, say: the training goes on without this save
+                        log(
+                            f"warning: checkpoint {checkpoint.path} not saved at step {step + 1} "
+                            f"({err.strerror or err}); training goes on"
+                        )
                     saved_at = time.monotonic()
-    curve = list(zip(curve_steps, torch.stack(curve_vals).tolist()))   # the last step always evaluates
+    curve = list(zip(curve_steps, torch.stack(curve_vals).tolist()))  # the last step always evaluates
     errors = [f"non-finite loss at step {s}" if s >= 0 else None for s in first_bad.tolist()]
 
     def finite(x):
@@ -508,17 +561,32 @@ def train_ensemble(model, target, seeds: Sequence[int], cfg: TrainConfig, lrs: O
     out = []
     for j in range(M):
         ok = errors[j] is None and bool(torch.isfinite(best[j]))
-        out.append({"status": "done" if ok else "failed", "seed": int(seeds[j]),
-                    "best_val_nmse": float(best[j]) if ok else None,
-                    "final_train_nmse": finite(train_nmse[j]) if ok else None, "steps": total,
-                    "curve": [(s, finite(vals[j])) for s, vals in curve], "error": errors[j] or (None if ok else "diverged"),
-                    "resumed": resumed,
-                    **({"monitored": [(s, m[j].tolist()) for s, m in zip(curve_steps, monitored)]} if monitor else {})})
+        out.append(
+            {
+                "status": "done" if ok else "failed",
+                "seed": int(seeds[j]),
+                "best_val_nmse": float(best[j]) if ok else None,
+                "final_train_nmse": finite(train_nmse[j]) if ok else None,
+                "steps": total,
+                "curve": [(s, finite(vals[j])) for s, vals in curve],
+                "error": errors[j] or (None if ok else "diverged"),
+                "resumed": resumed,
+                **({"monitored": [(s, m[j].tolist()) for s, m in zip(curve_steps, monitored)]} if monitor else {}),
+            }
+        )
     return out
 
 
-def train_autoencoders(n: int, m: int, width: int, seeds: Sequence[int], steps: int = 2000, batch: int = 256,
-                       lr: float = 3e-3, n_val: int = 4096) -> list[float]:
+def train_autoencoders(
+    n: int,
+    m: int,
+    width: int,
+    seeds: Sequence[int],
+    steps: int = 2000,
+    batch: int = 256,
+    lr: float = 3e-3,
+    n_val: int = 4096,
+) -> list[float]:
     """Thm 3(b): two-layer tanh encoder ℝ^n → ℝ^m and decoder ℝ^m → ℝ^n (hidden width ``width``)
     trained together on x ~ U[0,1]^n (MSE, AdamW, cosine), one member per seed in one ensemble.
     Returns each member's RMS reconstruction error on a held-out set."""
@@ -528,8 +596,16 @@ def train_autoencoders(n: int, m: int, width: int, seeds: Sequence[int], steps: 
     def param(shape, fan_in):
         return torch.nn.Parameter(torch.stack([torch.randn(*shape, generator=g) for g in gens]) / math.sqrt(fan_in))
 
-    shapes = [((n, width), n), ((width,), 1), ((width, m), width), ((m,), 1),
-              ((m, width), m), ((width,), 1), ((width, n), width), ((n,), 1)]
+    shapes = [
+        ((n, width), n),
+        ((width,), 1),
+        ((width, m), width),
+        ((m,), 1),
+        ((m, width), m),
+        ((width,), 1),
+        ((width, n), width),
+        ((n,), 1),
+    ]
     P = [param(s, f) for s, f in shapes]
 
     def forward(x):

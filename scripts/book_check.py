@@ -7,6 +7,7 @@ failed requests, every image loaded and visible, every internal link resolves, M
 Usage: python scripts/book_check.py _build/html --screens _build/screens
 Uses Debian's chromium (/usr/bin/chromium); nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,16 @@ import yaml
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 TEXT_OUTSIDE_CODE = """() => {
   const c = document.querySelector('main') || document.body;
@@ -125,8 +134,10 @@ def main() -> int:
         server.shutdown()
     for p in problems:
         print("  " + p)
-    print(f"book-check: {len(pages) - len({p.split(':')[0] for p in problems})} passed, "
-          f"{len({p.split(':')[0] for p in problems})} failed; screenshots in {args.screens}")
+    print(
+        f"book-check: {len(pages) - len({p.split(':')[0] for p in problems})} passed, "
+        f"{len({p.split(':')[0] for p in problems})} failed; screenshots in {args.screens}"
+    )
     return 1 if problems else 0
 
 

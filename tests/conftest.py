@@ -1,4 +1,5 @@
 """Shared fixtures."""
+
 import contextlib
 import importlib.util
 from pathlib import Path
@@ -14,10 +15,12 @@ class SimulatedGraphs:
     records memory addresses) and undoes what the step did (a capture runs nothing); a replay runs the
     step again on those very tensors. So host code that hands the step a new tensor after the capture,
     instead of copying into the captured one, trains on stale data here as it would on a GPU."""
+
     BOUND = ("X", "y", "lr", "step", "active", "first_bad")
 
     def __init__(self, monkeypatch):
         import infoflow.train as train
+
         self.captures, self.replays, self.capturing = 0, 0, None
         sim = self
 
@@ -66,7 +69,6 @@ class SimulatedGraphs:
         monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: Stream())
 
 
-
 @pytest.fixture
 def simulated_cuda_graphs(monkeypatch):
     """Call it to put :class:`SimulatedGraphs` in place of CUDA graphs and streams (undone after the test)."""
@@ -76,10 +78,12 @@ def simulated_cuda_graphs(monkeypatch):
 @pytest.fixture
 def load_script():
     """Call it with a script's path in the repository (e.g. "benchmarks/check_cuda_graph.py") to import it."""
+
     def load(relative: str):
         path = ROOT / relative
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
+
     return load

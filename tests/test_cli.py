@@ -1,4 +1,5 @@
 """`infoflow predict`: the readable report, --json, --list and one-line errors with exit code 2."""
+
 import json
 import subprocess
 import sys
@@ -24,17 +25,20 @@ def test_list():
     assert r.returncode == 0 and "triangle-center" in r.stdout.split()
 
 
-@pytest.mark.parametrize("args,field", [
-    (["--target", "nope"], "--target"),
-    (["--target", "triangle-center", "--T", "0"], "--T"),
-    (["--target", "intrinsic-dimension", "--D", "100", "--T", "64"], "--D"),
-    (["--target", "intrinsic-dimension", "--layers", "3", "--heads", "4,4"], "--heads"),
-    (["--target", "intrinsic-dimension", "--heads", "4,x"], "--heads"),
-    (["--target", "intrinsic-dimension", "--heads", "0,4"], "--heads"),
-    (["--target", "triangle-center", "--embed", "1,2,3", "--heads", "2,2"], "--embed"),
-    (["--target", "triangle-center", "--D", "3"], "--D"),
-    ([], "--target"),
-])
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        (["--target", "nope"], "--target"),
+        (["--target", "triangle-center", "--T", "0"], "--T"),
+        (["--target", "intrinsic-dimension", "--D", "100", "--T", "64"], "--D"),
+        (["--target", "intrinsic-dimension", "--layers", "3", "--heads", "4,4"], "--heads"),
+        (["--target", "intrinsic-dimension", "--heads", "4,x"], "--heads"),
+        (["--target", "intrinsic-dimension", "--heads", "0,4"], "--heads"),
+        (["--target", "triangle-center", "--embed", "1,2,3", "--heads", "2,2"], "--embed"),
+        (["--target", "triangle-center", "--D", "3"], "--D"),
+        ([], "--target"),
+    ],
+)
 def test_bad_input_one_line_exit_2(args, field):
     r = cli("predict", *args)
     assert r.returncode == 2
@@ -49,5 +53,6 @@ def test_run_help_states_the_engines_defaults():
     from infoflow.cli import CHECKPOINT_EVERY, MAX_MEMBERS
     from infoflow.runner import MAX_MEMBERS as max_members
     from infoflow.train import CHECKPOINT_EVERY_S
+
     assert f"(default {max_members})" in MAX_MEMBERS.help
     assert f"(default {CHECKPOINT_EVERY_S:g};" in CHECKPOINT_EVERY.help

@@ -1,10 +1,19 @@
 """Trees of Comparison and Number of Comparison (eq. 5) on hand-computed cases and properties."""
+
 import numpy as np
 import pytest
 from numpy.polynomial import Polynomial as P
 
-from infoflow.comparison import (PROFILES, TreeOfComparison, asymptotically_at_least, comparison_profile,
-                                 model_noc, model_noc_poly, prop2_min_set_size, set_size_bounds)
+from infoflow.comparison import (
+    PROFILES,
+    TreeOfComparison,
+    asymptotically_at_least,
+    comparison_profile,
+    model_noc,
+    model_noc_poly,
+    prop2_min_set_size,
+    set_size_bounds,
+)
 from infoflow.infosets import active_index_set
 from infoflow.targets import DepthSeparation, DRetrieval, IntrinsicDimension, TriangleCenter
 
@@ -17,8 +26,9 @@ def test_tree_basics():
         TreeOfComparison.from_leaves([], key=None)
 
 
-@pytest.mark.parametrize("target,T", [(DRetrieval(D=2), 6), (IntrinsicDimension(D=2), 5), (DepthSeparation(), 6),
-                                      (TriangleCenter(), 5)])
+@pytest.mark.parametrize(
+    "target,T", [(DRetrieval(D=2), 6), (IntrinsicDimension(D=2), 5), (DepthSeparation(), 6), (TriangleCenter(), 5)]
+)
 def test_trees_find_the_active_set(target, T):
     rng = np.random.default_rng(0)
     profile = comparison_profile(target.name)
@@ -34,7 +44,7 @@ def test_target_noc_bounds():
     assert comparison_profile("d-retrieval").lower(10, D=3) == 27
     assert comparison_profile("intrinsic-dimension").upper(8, D=2) == 2 * 63
     assert comparison_profile("triangle-center").upper(4) == 63
-    assert comparison_profile("triangle-center").lower(6) == 19          # C(6,3) - 1
+    assert comparison_profile("triangle-center").lower(6) == 19  # C(6,3) - 1
     assert comparison_profile("depth-separation").lower(4) == 5
     with pytest.raises(ValueError, match="no comparison profile"):
         comparison_profile("kth-largest")
@@ -49,7 +59,7 @@ def test_model_noc_hand_cases():
     assert model_noc([3], 1, 20) == 3 * 20 + 3
     # two layers, one head each, d_c = 2: layer 1 at T+1 positions, layer 2 at the CLS
     T = 10
-    assert model_noc([1, 1], 2, T) == (T + 1) * T + T * 2 ** 2 + 1 + T + 3 ** 2
+    assert model_noc([1, 1], 2, T) == (T + 1) * T + T * 2**2 + 1 + T + 3**2
     assert model_noc_poly([1, 1], 2)(T) == model_noc([1, 1], 2, T)
 
 

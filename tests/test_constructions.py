@@ -10,7 +10,7 @@ from infoflow.targets import DepthSeparation
 
 def test_square_staircase_error_is_order_one_over_n():
     u = np.linspace(-1.9, 1.9, 2001)
-    errs = [np.abs(square_staircase(u, n) - u ** 2).max() for n in (8, 16, 32, 64)]
+    errs = [np.abs(square_staircase(u, n) - u**2).max() for n in (8, 16, 32, 64)]
     assert all(e2 < e1 * 0.6 for e1, e2 in zip(errs, errs[1:]))
     assert errs[-1] <= 8 / 64 + 1e-9
 
@@ -34,7 +34,7 @@ def test_depth_separation_construction_rate():
 def test_bit_codec_precision_and_cost(n, m):
     x = np.random.default_rng(0).random((3000, n))
     counts = []
-    for eps in (2 ** -3, 2 ** -5):
+    for eps in (2**-3, 2**-5):
         codec = bit_codec(n, m, eps)
         assert np.abs(codec(x) - x).max() <= eps + 1e-12
         counts.append(codec.parameter_count())
@@ -44,9 +44,9 @@ def test_bit_codec_precision_and_cost(n, m):
 
 def test_bit_codec_tanh_version_is_close_in_l2():
     x = np.random.default_rng(0).random((3000, 2))
-    c = bit_codec(2, 1, 2 ** -4)
-    ct = bit_codec(2, 1, 2 ** -4, kappa=2 ** (2 * c.bits) * 500)
-    assert np.sqrt(((ct(x) - x) ** 2).mean()) <= 2 ** -4
+    c = bit_codec(2, 1, 2**-4)
+    ct = bit_codec(2, 1, 2**-4, kappa=2 ** (2 * c.bits) * 500)
+    assert np.sqrt(((ct(x) - x) ** 2).mean()) <= 2**-4
 
 
 def test_bit_codec_bad_input():

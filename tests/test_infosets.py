@@ -1,9 +1,21 @@
 """The three update rules, active index sets and the learning criterion, on hand-computed cases."""
+
 import numpy as np
 import pytest
 
-from infoflow.infosets import (GlobalAggregation, InfoFlowModel, MaxPosition, SpecificPosition, active_index_set,
-                               bilinear_score, initial_sets, learns, linear_score, self_score, within_key_score)
+from infoflow.infosets import (
+    GlobalAggregation,
+    InfoFlowModel,
+    MaxPosition,
+    SpecificPosition,
+    active_index_set,
+    bilinear_score,
+    initial_sets,
+    learns,
+    linear_score,
+    self_score,
+    within_key_score,
+)
 from infoflow.targets import DepthSeparation, FirstThreeSum, IntrinsicDimension, TriangleCenter
 
 CIRCLE = np.stack([np.cos(np.deg2rad([0, 75, 160, 250])), np.sin(np.deg2rad([0, 75, 160, 250]))], axis=1)
@@ -16,7 +28,7 @@ def test_initial_sets_eq3():
 def test_app_e_example():
     m = InfoFlowModel([[MaxPosition(bilinear_score(-np.eye(2)))], [MaxPosition(within_key_score(-np.eye(2)))]])
     tr = m.run(CIRCLE)
-    assert [p[0] for p in tr.picks[0][1:]] == [3, 4, 1, 2]       # argmin_s x_t . x_s by hand
+    assert [p[0] for p in tr.picks[0][1:]] == [3, 4, 1, 2]  # argmin_s x_t . x_s by hand
     assert tr.sets[1][1:] == [{1, 3}, {2, 4}, {1, 3}, {2, 4}]
     assert tr.cls_set == {2, 4} == active_index_set(DepthSeparation(), CIRCLE)
 
@@ -65,7 +77,7 @@ def test_cost_grows_with_set_size():
     small = InfoFlowModel([[MaxPosition(self_score())]]).run(X)
     big = InfoFlowModel([[MaxPosition(self_score()), GlobalAggregation()]]).run(X)
     assert small.cost_exponent(2, [4]) < big.cost_exponent(2, [4])
-    assert big.cost_exponent(2, [4]) == pytest.approx(2 * 6 / 4)          # global: d T / E
+    assert big.cost_exponent(2, [4]) == pytest.approx(2 * 6 / 4)  # global: d T / E
     assert small.cost_exponent(2, [4], eps=1e-3) <= small.cost_exponent(2, [4]) + 1e-9 + np.log(7) / np.log(1e3)
     with pytest.raises(ValueError, match="eps must be in"):
         small.cost_exponent(2, [4], eps=2.0)
@@ -83,9 +95,12 @@ def test_active_index_sets():
 
 def test_learns_prop1_and_failure_with_fewer_heads():
     t = IntrinsicDimension(D=3)
-    full = InfoFlowModel([[MaxPosition(bilinear_score(a)) for a in t.A], [MaxPosition(within_key_score(a)) for a in t.A]])
+    full = InfoFlowModel(
+        [[MaxPosition(bilinear_score(a)) for a in t.A], [MaxPosition(within_key_score(a)) for a in t.A]]
+    )
     assert learns(full, t, T=16, n=12).ok
-    short = InfoFlowModel([[MaxPosition(bilinear_score(a)) for a in t.A[:2]],
-                           [MaxPosition(within_key_score(a)) for a in t.A]])
+    short = InfoFlowModel(
+        [[MaxPosition(bilinear_score(a)) for a in t.A[:2]], [MaxPosition(within_key_score(a)) for a in t.A]]
+    )
     rep = learns(short, t, T=16, n=24)
     assert not rep.ok and rep.missing

@@ -1,5 +1,6 @@
 """The Sec. 6.1 study's levers of the training recipe and its probe of the first layer's heads:
 each lever does what it says, leaves the paper recipe as it was at its default, and resumes exactly."""
+
 import math
 
 import pytest
@@ -22,15 +23,18 @@ def test_warmup_rises_linearly_then_follows_the_cosine_over_the_remaining_steps(
     assert [lr_at(s, plain) for s in range(110)] == [0.5e-2 * (1 + math.cos(math.pi * s / 110)) for s in range(110)]
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"warmup_steps": 10}, "warmup_steps must be an integer in \\[0, steps = 10\\)"),
-    ({"warmup_steps": -1}, "warmup_steps"),
-    ({"beta2": 1.0}, "beta2 must be in \\(0, 1\\)"),
-    ({"curriculum": [(4,)]}, "each stage must be \\(T, steps\\)"),
-    ({"curriculum": [(0, 2)]}, "curriculum T must be a positive integer"),
-    ({"curriculum": [(4, 10)]}, "its stages must end before steps = 10"),
-    ({"curriculum": [(4, 2)], "n_train": 64, "batch": 16}, "curriculum needs fresh samples"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"warmup_steps": 10}, "warmup_steps must be an integer in \\[0, steps = 10\\)"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"beta2": 1.0}, "beta2 must be in \\(0, 1\\)"),
+        ({"curriculum": [(4,)]}, "each stage must be \\(T, steps\\)"),
+        ({"curriculum": [(0, 2)]}, "curriculum T must be a positive integer"),
+        ({"curriculum": [(4, 10)]}, "its stages must end before steps = 10"),
+        ({"curriculum": [(4, 2)], "n_train": 64, "batch": 16}, "curriculum needs fresh samples"),
+    ],
+)
 def test_bad_lever_settings_are_refused_by_name(kw, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(steps=10, **kw)
@@ -46,10 +50,12 @@ def test_the_curriculum_trains_its_stages_lengths_then_the_runs_own():
         def sample_inputs(self, rng, n, T):
             seen.append(T)
             return super().sample_inputs(rng, n, T)
+
     model = EnsembleTransformer(ModelConfig(d=4, T=16, heads=(2, 2), E=8, ffn=8), members=1)
-    out = train_ensemble(model, Recording(D=2), [0], TrainConfig(steps=20, batch=8, n_val=16, eval_every=10,
-                                                                 curriculum=[[4, 3], [8, 5]]))
-    assert seen == [16] + [4] * 3 + [8] * 5 + [16] * 12 and out[0]["status"] == "done"   # validation first, at T
+    out = train_ensemble(
+        model, Recording(D=2), [0], TrainConfig(steps=20, batch=8, n_val=16, eval_every=10, curriculum=[[4, 3], [8, 5]])
+    )
+    assert seen == [16] + [4] * 3 + [8] * 5 + [16] * 12 and out[0]["status"] == "done"  # validation first, at T
 
 
 def test_qk_init_scales_only_the_query_and_key_weights():
@@ -64,8 +70,15 @@ def test_qk_init_scales_only_the_query_and_key_weights():
 
 def test_beta2_reaches_the_optimizer():
     cfg = ModelConfig(d=4, T=5, heads=(2, 2), E=8, ffn=8)
-    runs = [train_ensemble(EnsembleTransformer(cfg, members=1), IntrinsicDimension(D=2), [0],
-                           TrainConfig(steps=20, batch=16, n_val=16, eval_every=10, beta2=b2)) for b2 in (0.999, 0.95)]
+    runs = [
+        train_ensemble(
+            EnsembleTransformer(cfg, members=1),
+            IntrinsicDimension(D=2),
+            [0],
+            TrainConfig(steps=20, batch=16, n_val=16, eval_every=10, beta2=b2),
+        )
+        for b2 in (0.999, 0.95)
+    ]
     assert runs[0][0]["curve"] != runs[1][0]["curve"]
 
 
@@ -73,9 +86,12 @@ def test_levers_at_their_defaults_leave_the_paper_recipes_config_hashes_as_they_
     """A run's config leaves out a lever holding its default, so records written before the levers
     existed keep their hashes: every run of the committed cpu profile still finds its record."""
     from infoflow.results import DATA_DIR
+
     runs = make_experiment("intrinsic-dimension", "cpu").runs()
     assert all("warmup_steps" not in r["train"] and "qk_init" not in r["model"] for r in runs)
-    missing = [r["label"] for r in runs if not (DATA_DIR / "intrinsic-dimension" / "cpu" / f"{config_hash(r)}.json").exists()]
+    missing = [
+        r["label"] for r in runs if not (DATA_DIR / "intrinsic-dimension" / "cpu" / f"{config_hash(r)}.json").exists()
+    ]
     assert not missing
 
 
@@ -97,7 +113,7 @@ class _Attending:
     """A stand-in model whose one first-layer head attends, from each token, to a given key."""
 
     def __init__(self, keys):
-        self.keys = keys                               # (B, T) key positions (0 = CLS)
+        self.keys = keys  # (B, T) key positions (0 = CLS)
 
     def __call__(self, X, record=False):
         M, B, T, _ = X.shape
@@ -110,18 +126,19 @@ def test_head_alignment_counts_how_often_a_head_looks_up_each_matrixs_partner():
     torch.manual_seed(0)
     X = torch.randn(1, 64, 6, 4)
     A = torch.randn(2, 4, 4)
-    partner = torch.einsum("mbsd,ide,mbte->mbist", X, A, X).argmax(-1)[0]               # (B, D, T)
+    partner = torch.einsum("mbsd,ide,mbte->mbist", X, A, X).argmax(-1)[0]  # (B, D, T)
     transposed = torch.einsum("mbsd,ide,mbte->mbist", X, A.transpose(-1, -2), X).argmax(-1)[0]
     exact = head_alignment(_Attending(partner[:, 0] + 1), A, X)
-    assert exact.shape == (1, 1, 4) and exact[0, 0, 0] == 1.0                            # A_1, A_2, A_1ᵀ, A_2ᵀ
+    assert exact.shape == (1, 1, 4) and exact[0, 0, 0] == 1.0  # A_1, A_2, A_1ᵀ, A_2ᵀ
     assert exact[0, 0, 1] == (partner[:, 0] == partner[:, 1]).double().mean()
     assert exact[0, 0, 2] == (partner[:, 0] == transposed[:, 0]).double().mean() < 0.5
-    assert head_alignment(_Attending(transposed[:, 1] + 1), A, X)[0, 0, 3] == 1.0          # the other orientation
-    assert head_alignment(_Attending(torch.zeros(64, 6, dtype=torch.long)), A, X).sum() == 0   # all on the CLS
+    assert head_alignment(_Attending(transposed[:, 1] + 1), A, X)[0, 0, 3] == 1.0  # the other orientation
+    assert head_alignment(_Attending(torch.zeros(64, 6, dtype=torch.long)), A, X).sum() == 0  # all on the CLS
 
 
 def test_a_probed_training_resumes_with_its_probe_history(tmp_path, monkeypatch):
     import infoflow.train as train
+
     cfg = TrainConfig(steps=40, batch=16, n_val=32, eval_every=10, warmup_steps=5, curriculum=[[3, 8]])
     model = lambda: EnsembleTransformer(ModelConfig(d=4, T=5, heads=(2, 2), E=8, ffn=8), members=2, seeds=[1, 2])
     X = torch.randn(2, 8, 5, 4)
@@ -130,7 +147,7 @@ def test_a_probed_training_resumes_with_its_probe_history(tmp_path, monkeypatch)
     probe = lambda m: head_alignment(m, A, X)
     reference = train_ensemble(model(), target, [1, 2], cfg, monitor=probe)
     assert [s for s, _ in reference[0]["monitored"]] == [10, 20, 30, 40]
-    assert len(reference[0]["monitored"][0][1]) == 2 and len(reference[0]["monitored"][0][1][0]) == 4   # (h, 2D)
+    assert len(reference[0]["monitored"][0][1]) == 2 and len(reference[0]["monitored"][0][1][0]) == 4  # (h, 2D)
     ckpt = Checkpoint(tmp_path / "g.ckpt", key="g", every_s=0)
     real = train.lr_at
 
@@ -138,6 +155,7 @@ def test_a_probed_training_resumes_with_its_probe_history(tmp_path, monkeypatch)
         if step == 25:
             raise KeyboardInterrupt
         return real(step, c)
+
     monkeypatch.setattr(train, "lr_at", killed)
     with pytest.raises(KeyboardInterrupt):
         train_ensemble(model(), target, [1, 2], cfg, checkpoint=ckpt, monitor=probe)
@@ -152,38 +170,53 @@ def test_the_dd_construction_converges_as_its_staircases_refine_and_fewer_heads_
     """The (D,D) recipe's error falls about 4x per doubling of the staircase (smooth tanh steps:
     second order); a recipe with D - 1 heads in either layer stays far above it however wide."""
     from infoflow.plateau import construction_rows
+
     rows = construction_rows(2, 8, (25, 50), n=256)
     by = {(r["kind"], r["staircase_steps"]): r for r in rows}
     assert by[("(D,D)", 50)]["nmse"] < by[("(D,D)", 25)]["nmse"] / 2.5 and by[("(D,D)", 50)]["nmse"] < 5e-3
     for kind in ("(D-1,D)", "(D,D-1)"):
         assert by[(kind, 50)]["nmse_affine"] > 20 * by[("(D,D)", 50)]["nmse"]
-        assert by[(kind, 50)]["nmse_affine"] <= by[(kind, 50)]["nmse"] + 1e-12   # affine fit never hurts
+        assert by[(kind, 50)]["nmse_affine"] <= by[(kind, 50)]["nmse"] + 1e-12  # affine fit never hurts
     with pytest.raises(ValueError, match="heads must be \\(h1, h2\\) with each D - 1 = 1 or D = 2"):
         from infoflow.constructions import intrinsic_dimension_transformer
+
         intrinsic_dimension_transformer(IntrinsicDimension(D=2).A, 8, 10, (3, 2))
 
 
 def _record(label, D, curve, status="done"):
     vals = [v for _, v in curve if v is not None]
-    return {"config": {"label": label, "target_params": {"D": D, "d": 4}, "seed": len(curve)}, "status": status,
-            "curve": curve, "metrics": {"best_val_nmse": min(vals) if vals else None, "steps": curve[-1][0]}}
+    return {
+        "config": {"label": label, "target_params": {"D": D, "d": 4}, "seed": len(curve)},
+        "status": status,
+        "curve": curve,
+        "metrics": {"best_val_nmse": min(vals) if vals else None, "steps": curve[-1][0]},
+    }
 
 
 def test_escapes_are_counted_against_a_tenth_of_the_best_other_seed():
     from infoflow.plateau import escape_step, escape_thresholds, escaped_by_step, lever_rows, pairings_taken
-    others = [_record("(1,2)", 2, [(100, 0.05), (200, 0.04)]), _record("(2,1)", 2, [(100, 0.03), (200, 0.02)]),
-              _record("(2,2)", 2, [(100, 1e-4)])]
-    assert escape_thresholds(others) == {2: pytest.approx(0.002)}     # (D,D) runs do not set the line
+
+    others = [
+        _record("(1,2)", 2, [(100, 0.05), (200, 0.04)]),
+        _record("(2,1)", 2, [(100, 0.03), (200, 0.02)]),
+        _record("(2,2)", 2, [(100, 1e-4)]),
+    ]
+    assert escape_thresholds(others) == {2: pytest.approx(0.002)}  # (D,D) runs do not set the line
     th = {2: 0.002}
     assert escape_step([(100, 0.01), (200, None), (300, 0.0019)], 0.002) == 300
-    study = [_record("(2,2) lr 1e-2", 2, [(100, 0.01), (200, 0.001)]),
-             _record("(2,2) lr 1e-2", 2, [(100, 0.001), (200, 0.0005)]),
-             _record("(2,2) lr 1e-2", 2, [(100, 0.03), (200, 0.02)]),
-             _record("(2,2) paper recipe", 2, [(100, 0.03), (200, 0.01)])]
+    study = [
+        _record("(2,2) lr 1e-2", 2, [(100, 0.01), (200, 0.001)]),
+        _record("(2,2) lr 1e-2", 2, [(100, 0.001), (200, 0.0005)]),
+        _record("(2,2) lr 1e-2", 2, [(100, 0.03), (200, 0.02)]),
+        _record("(2,2) paper recipe", 2, [(100, 0.03), (200, 0.01)]),
+    ]
     rows = {r["lever"]: r for r in lever_rows(study, th)}
     assert rows["lr 1e-2"]["escaped"] == 2 and rows["lr 1e-2"]["fraction"] == pytest.approx(2 / 3)
     assert rows["lr 1e-2"]["median_escape_step"] == 150 and rows["paper recipe"]["escaped"] == 0
-    assert escaped_by_step(study, th)[("lr 1e-2", "(D,D)", 2)] == ([100, 200], [pytest.approx(1 / 3), pytest.approx(2 / 3)])
+    assert escaped_by_step(study, th)[("lr 1e-2", "(D,D)", 2)] == (
+        [100, 200],
+        [pytest.approx(1 / 3), pytest.approx(2 / 3)],
+    )
     # a head serves one pairing: two heads on the same A_i count once
     assert pairings_taken([[0.9, 0.1, 0, 0], [0.8, 0.2, 0, 0]]) == 1
-    assert pairings_taken([[0.9, 0.1, 0, 0], [0.1, 0.2, 0, 0.7]]) == 2                   # A_2 in its other orientation
+    assert pairings_taken([[0.9, 0.1, 0, 0], [0.1, 0.2, 0, 0.7]]) == 2  # A_2 in its other orientation

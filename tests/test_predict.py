@@ -1,4 +1,5 @@
 """The two-step estimate: the verdicts of SPEC §6 with their reasons."""
+
 import pytest
 
 from infoflow.predict import predict
@@ -50,19 +51,32 @@ def test_first_three_sum_needs_positional_encoding():
 
 def test_json_fields():
     d = predict("intrinsic-dimension", 16, (2, 2), D=2).to_dict()
-    for key in ("target", "T", "heads", "target_noc", "model_noc", "step1_ok", "efficient", "min_heads",
-                "cost_exponent", "reason"):
+    for key in (
+        "target",
+        "T",
+        "heads",
+        "target_noc",
+        "model_noc",
+        "step1_ok",
+        "efficient",
+        "min_heads",
+        "cost_exponent",
+        "reason",
+    ):
         assert key in d
 
 
-@pytest.mark.parametrize("kwargs,msg", [
-    (dict(target="nope", T=8, heads=(1,)), "unknown target"),
-    (dict(target="triangle-center", T=0, heads=(1,)), "T must be a positive integer"),
-    (dict(target="triangle-center", T=8, heads=(0,)), "positive head count"),
-    (dict(target="triangle-center", T=8, heads=()), "at least one layer"),
-    (dict(target="triangle-center", T=8, heads=(1, 1), embed=[4]), "one E per layer"),
-    (dict(target="intrinsic-dimension", T=8, heads=(1, 1), D=9), "D must be at most T"),
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        (dict(target="nope", T=8, heads=(1,)), "unknown target"),
+        (dict(target="triangle-center", T=0, heads=(1,)), "T must be a positive integer"),
+        (dict(target="triangle-center", T=8, heads=(0,)), "positive head count"),
+        (dict(target="triangle-center", T=8, heads=()), "at least one layer"),
+        (dict(target="triangle-center", T=8, heads=(1, 1), embed=[4]), "one E per layer"),
+        (dict(target="intrinsic-dimension", T=8, heads=(1, 1), D=9), "D must be at most T"),
+    ],
+)
 def test_bad_input(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         predict(**kwargs)

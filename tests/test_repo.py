@@ -1,5 +1,6 @@
 """Repository invariants: every chapter's .md and .ipynb are in sync, the table of contents points
 at files that exist, and environment.yml mirrors the pins of pyproject.toml."""
+
 import re
 import tomllib
 from pathlib import Path
@@ -69,10 +70,28 @@ def test_benchmark_script_appends_one_json_line(tmp_path):
     import json
     import subprocess
     import sys
+
     out = tmp_path / "results.jsonl"
     for _ in range(2):
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_ensemble.py"), "--members", "2", "--steps", "1",
-                        "--repeats", "1", "--device", "cpu", "--out", str(out)], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "bench_ensemble.py"),
+                "--members",
+                "2",
+                "--steps",
+                "1",
+                "--repeats",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 2
     r = lines[-1]
@@ -87,10 +106,33 @@ def test_profile_timing_script_fits_and_extrapolates(tmp_path):
     import json
     import subprocess
     import sys
+
     out = tmp_path / "results.jsonl"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "time_profile.py"), "--profile", "quick", "--steps", "4", "8",
-           "--device", "cpu", "--run", "triangle-center:1", "--set", "Ts=[4]", "--set", "seeds=[0]",
-           "--set", "train.eval_every=100", "--set", "train.batch=16", "--set", "train.n_val=64", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "time_profile.py"),
+        "--profile",
+        "quick",
+        "--steps",
+        "4",
+        "8",
+        "--device",
+        "cpu",
+        "--run",
+        "triangle-center:1",
+        "--set",
+        "Ts=[4]",
+        "--set",
+        "seeds=[0]",
+        "--set",
+        "train.eval_every=100",
+        "--set",
+        "train.batch=16",
+        "--set",
+        "train.n_val=64",
+        "--out",
+        str(out),
+    ]
     subprocess.run(cmd + ["--verify"], check=True, capture_output=True, timeout=300, cwd=ROOT)
     (r,) = [json.loads(line) for line in out.read_text().splitlines()]
     e = r["experiments"]["triangle-center"]
@@ -98,15 +140,20 @@ def test_profile_timing_script_fits_and_extrapolates(tmp_path):
     for n in (4, 8):
         assert e["fixed_s"] + e["per_step_s"] * n == pytest.approx(e["wall_s"][str(n)], abs=0.02)
     assert e["extrapolated_s"] == pytest.approx(e["fixed_s"] + e["per_step_s"] * 500, abs=0.1)
-    assert r["together"]["wall_s"] == e["wall_s"]        # one experiment: the last to end is it
-    assert e["measured_s"] == r["together"]["measured_s"] > e["wall_s"]["8"]   # --verify: the 500-step sweep ran
-    bad = subprocess.run(cmd[:-2] + ["--run", "triangle-center:0", "--out", str(out)], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
+    assert r["together"]["wall_s"] == e["wall_s"]  # one experiment: the last to end is it
+    assert e["measured_s"] == r["together"]["measured_s"] > e["wall_s"]["8"]  # --verify: the 500-step sweep ran
+    bad = subprocess.run(
+        cmd[:-2] + ["--run", "triangle-center:0", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "WORKERS must be a positive integer" in bad.stderr
     bad = subprocess.run(cmd + ["--set", "train.steps=9"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "--set train.steps is what --steps sets" in bad.stderr
     bad = subprocess.run(cmd + ["--cuda-graph"], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert bad.returncode != 0 and "cuda_graph needs a CUDA device" in bad.stderr   # passed on to the sweeps
+    assert bad.returncode != 0 and "cuda_graph needs a CUDA device" in bad.stderr  # passed on to the sweeps
     assert len(out.read_text().splitlines()) == 1
 
 
@@ -117,7 +164,7 @@ def test_profile_timing_script_stops_its_sweeps_when_stopped():
     import sys
     import time
 
-    def sweeps():   # processes whose command line names this test's temporary folders
+    def sweeps():  # processes whose command line names this test's temporary folders
         out = []
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             try:
@@ -127,9 +174,26 @@ def test_profile_timing_script_stops_its_sweeps_when_stopped():
                 pass
         return out
 
-    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "time_profile.py"), "--profile", "quick",
-                             "--steps", "7771", "7772", "--device", "cpu", "--run", "triangle-center:1",
-                             "--out", "/dev/null"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "time_profile.py"),
+            "--profile",
+            "quick",
+            "--steps",
+            "7771",
+            "7772",
+            "--device",
+            "cpu",
+            "--run",
+            "triangle-center:1",
+            "--out",
+            "/dev/null",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not sweeps() and time.monotonic() < deadline:
         time.sleep(0.2)

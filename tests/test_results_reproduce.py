@@ -1,4 +1,5 @@
 """Aggregation, profile completeness, the manifest, probes and the experiment catalogue."""
+
 import json
 import subprocess
 import sys
@@ -27,6 +28,7 @@ def test_every_profile_is_valid(name, profile):
 
 def test_aggregate_and_completeness(tmp_path):
     from infoflow.runner import run_experiment
+
     out = tmp_path / "specific-position" / "quick"
     s = run_experiment("specific-position", "quick", parse_sets(TINY), out=out, progress=False, log=lambda m: None)
     rows = aggregate(s["records"])
@@ -44,18 +46,42 @@ def test_aggregate_and_completeness(tmp_path):
 
 def test_reproduce_writes_tables_and_manifest(tmp_path, monkeypatch):
     import infoflow.reproduce as rep
+
     calls = []
 
-    def fake_run(name, profile, out, device, progress, log, executor, slurm, workers, share_shapes, max_members,
-                 checkpoint_every_s, cuda_graph):
+    def fake_run(
+        name,
+        profile,
+        out,
+        device,
+        progress,
+        log,
+        executor,
+        slurm,
+        workers,
+        share_shapes,
+        max_members,
+        checkpoint_every_s,
+        cuda_graph,
+    ):
         calls.append((name, workers, share_shapes, max_members, checkpoint_every_s, cuda_graph))
         out.mkdir(parents=True, exist_ok=True)
         return {"runs": 0, "trained": 0, "skipped": 0, "records": [], "wall_time_s": 0.0}
 
     monkeypatch.setattr(rep, "run_experiment", fake_run)
-    summary = reproduce("quick", only=["kth-largest"], root=tmp_path, log=lambda m: None, workers=3, max_members=5,
-                        checkpoint_every_s=0, cuda_graph=True)
-    assert calls == [("kth-largest", 3, None, 5, 0, True)] and (tmp_path / "kth-largest" / "quick" / "table.csv").exists()
+    reproduce(
+        "quick",
+        only=["kth-largest"],
+        root=tmp_path,
+        log=lambda m: None,
+        workers=3,
+        max_members=5,
+        checkpoint_every_s=0,
+        cuda_graph=True,
+    )
+    assert (
+        calls == [("kth-largest", 3, None, 5, 0, True)] and (tmp_path / "kth-largest" / "quick" / "table.csv").exists()
+    )
     manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
     assert "kth-largest/quick/table.csv" in manifest["files"] and manifest["tables"]
     with pytest.raises(ValueError, match="unknown experiment"):
@@ -84,16 +110,16 @@ def test_probe_recovers_a_copied_token():
         for p in m.parameters():
             p.zero_()
         m.W_in[0, :, :2] = torch.eye(2)
-        m.b_in[0, 4] = 1.0                      # constant coordinate for the queries
+        m.b_in[0, 4] = 1.0  # constant coordinate for the queries
         l = m.layers[0]
-        l["W_Q"][0, 4, 0] = beta ** 0.5
-        l["W_K"][0, 0, 0] = beta ** 0.5        # score(t, s) = beta * x_s[0]
-        l["W_V"][0, :2, 2:4] = torch.eye(2)    # value: the token, into spare coordinates
+        l["W_Q"][0, 4, 0] = beta**0.5
+        l["W_K"][0, 0, 0] = beta**0.5  # score(t, s) = beta * x_s[0]
+        l["W_V"][0, :2, 2:4] = torch.eye(2)  # value: the token, into spare coordinates
         l["W_O"][0] = torch.eye(5)
     # seeded: two first coordinates within ~1/beta of each other split the attention, and an unseeded
     # draw with such a near-tie made this test fail once in CI (error 2.8e-3)
     X = torch.randn(1, 500, 6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    X[..., 0] = X[..., 0].abs() + 0.1          # keys beat the CLS (score 0)
+    X[..., 0] = X[..., 0].abs() + 0.1  # keys beat the CLS (score 0)
     first, second = float(recovery_errors(m, X, rank=1)), float(recovery_errors(m, X, rank=2))
     assert first < 1e-3 and second > 0.3, (first, second)
     t = probe_table(torch.tensor([[0.4, 0.5]]), torch.tensor([[0.04, 0.5]]))
@@ -102,13 +128,16 @@ def test_probe_recovers_a_copied_token():
         recovery_errors(m, X, rank=3)
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["results", "nope"], "unknown experiment"),
-    (["results", "kth-largest", "--format", "xml"], "--format"),
-    (["results", "kth-largest", "--dir", "/nonexistent"], "no records"),
-    (["reproduce", "--executor", "pbs"], "--executor"),
-    (["run", "kth-largest", "--executor", "pbs"], "--executor"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["results", "nope"], "unknown experiment"),
+        (["results", "kth-largest", "--format", "xml"], "--format"),
+        (["results", "kth-largest", "--dir", "/nonexistent"], "no records"),
+        (["reproduce", "--executor", "pbs"], "--executor"),
+        (["run", "kth-largest", "--executor", "pbs"], "--executor"),
+    ],
+)
 def test_cli_errors(args, msg):
     r = subprocess.run([sys.executable, "-m", "infoflow.cli", *args], capture_output=True, text=True)
     assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -118,9 +147,16 @@ def test_probe_rows_and_summary():
     from infoflow.probes import probe_rows, probe_summary
 
     def rec(label, arg_t, sec_t):
-        return {"config": {"label": label, "seed": 0}, "metrics": {"best_val_nmse": 0.1},
-                "measurements": {"recovery_argmax_init": [0.4, 0.4], "recovery_argmax_trained": arg_t,
-                                 "recovery_second_init": [0.6, 0.6], "recovery_second_trained": sec_t}}
+        return {
+            "config": {"label": label, "seed": 0},
+            "metrics": {"best_val_nmse": 0.1},
+            "measurements": {
+                "recovery_argmax_init": [0.4, 0.4],
+                "recovery_argmax_trained": arg_t,
+                "recovery_second_init": [0.6, 0.6],
+                "recovery_second_trained": sec_t,
+            },
+        }
 
     rows = probe_rows([rec("(6,6)", [0.04, 0.2], [0.6, 0.6]), rec("(5,5)", [0.4, 0.6], [0.6, 0.66])])
     assert len(rows) == 4 and rows[0]["probe"] == "argmax"
@@ -135,8 +171,12 @@ def test_probe_rows_and_summary():
 
 def test_mean_curves_geometric_mean_per_group():
     from infoflow.results import mean_curves
-    recs = [{"g": "a", "curve": [[10, 1e-2], [20, 1e-4]]}, {"g": "a", "curve": [[10, 1.0], [20, 1e-2]]},
-            {"g": "b", "curve": [[10, 0.5], [20, 0.25]]}]
+
+    recs = [
+        {"g": "a", "curve": [[10, 1e-2], [20, 1e-4]]},
+        {"g": "a", "curve": [[10, 1.0], [20, 1e-2]]},
+        {"g": "b", "curve": [[10, 0.5], [20, 0.25]]},
+    ]
     out = mean_curves(recs, lambda r: r["g"])
     assert out["a"][0] == [10, 20] and np.allclose(out["a"][1], [0.1, 1e-3])
     assert np.allclose(out["b"][1], [0.5, 0.25])
@@ -147,28 +187,33 @@ def test_seed_values_orders_by_seed_and_skips_failed_runs():
 
     def rec(g, seed, v, status="done"):
         return {"g": g, "status": status, "config": {"seed": seed}, "metrics": {"best_val_nmse": v}}
+
     recs = [rec("a", 2, 0.3), rec("a", 0, 0.1), rec("a", 1, None, "failed"), rec("b", 5, 0.5), rec("b", 1, 0.7)]
     assert seed_values(recs, lambda r: r["g"]) == {"a": [0.1, 0.3], "b": [0.7, 0.5]}
     from infoflow.results import seed_pairs
+
     assert seed_pairs(recs, lambda r: r["g"]) == {"a": [(0, 0.1), (2, 0.3)], "b": [(1, 0.7), (5, 0.5)]}
 
 
 def test_dd_seeds_separate_compares_every_seed():
     from infoflow.paper import dd_seeds_separate
+
     assert dd_seeds_separate({"(D,D)": [0.01, 0.02], "(D-1,D)": [0.03, 0.05], "(D,D-1)": [0.025]})
     assert not dd_seeds_separate({"(D,D)": [0.01, 0.03], "(D-1,D)": [0.04], "(D,D-1)": [0.025, 0.05]})
-    assert not dd_seeds_separate({"(D,D)": [0.02], "(D-1,D)": [0.02], "(D,D-1)": [0.05]})   # a tie is not a separation
+    assert not dd_seeds_separate({"(D,D)": [0.02], "(D-1,D)": [0.02], "(D,D-1)": [0.05]})  # a tie is not a separation
 
 
 def test_dd_gap_is_best_other_over_dd():
     from infoflow.paper import TABLE_11, dd_gap
+
     assert dd_gap({"(D,D)": 0.01, "(D-1,D)": 0.05, "(D,D-1)": 0.02}) == pytest.approx(2.0)
-    assert dd_gap({"(D,D)": 0.02, "(D-1,D)": 0.01, "(D,D-1)": 0.03}) == pytest.approx(0.5)   # (D,D) not the best
+    assert dd_gap({"(D,D)": 0.02, "(D-1,D)": 0.01, "(D,D-1)": 0.03}) == pytest.approx(0.5)  # (D,D) not the best
     assert round(dd_gap(TABLE_11[2])) == 623 and round(dd_gap(TABLE_11[6])) == 3
 
 
 def test_second_half_ratio_compares_best_of_run_with_best_of_first_half():
     from infoflow.results import second_half_ratio
+
     assert second_half_ratio({"curve": [[1, 0.5], [2, 0.4], [3, None], [4, 0.1], [5, 0.2]]}) == pytest.approx(0.25)
     assert second_half_ratio({"curve": [[1, 0.3], [2, 0.1], [3, 0.2], [4, 0.15]]}) == 1.0
 
@@ -181,13 +226,20 @@ def test_ingest_brings_in_what_an_archive_adds(tmp_path):
     import tarfile
     from infoflow.reproduce import ingest
     from infoflow.store import ResultsStore, config_hash, provenance
+
     runs = make_experiment("triangle-center", "quick").runs()[:3]
     src = tmp_path / "src"
     made = ResultsStore(src / "data" / "triangle-center" / "quick")
     for i, run in enumerate(runs):
-        made.write({"config": run, "config_hash": config_hash(run), "status": "done",
-                    "metrics": {"best_val_nmse": 0.1 * (i + 1), "final_train_nmse": 0.2, "steps": 500},
-                    "provenance": provenance("cpu", seed=run["seed"])})
+        made.write(
+            {
+                "config": run,
+                "config_hash": config_hash(run),
+                "status": "done",
+                "metrics": {"best_val_nmse": 0.1 * (i + 1), "final_train_nmse": 0.2, "steps": 500},
+                "provenance": provenance("cpu", seed=run["seed"]),
+            }
+        )
     (made.root / "0123456789abcdef.json").write_text("{truncated")
     (made.root / "sweeps.jsonl").write_text('{"sweep": 1}\n')
     (made.root / ".feedfacecafebeef.ckpt").write_bytes(b"state")
@@ -209,13 +261,16 @@ def test_ingest_brings_in_what_an_archive_adds(tmp_path):
     assert (s["sweep_lines"], s["benchmark_lines"]) == (1, 1) and bench.read_text() == '{"old": 1}\n{"new": 2}\n'
     assert (ckpts / "triangle-center" / "quick" / ".feedfacecafebeef.ckpt").read_bytes() == b"state"
     assert len(load_records("triangle-center", "quick", root)) == 3 and not (here / "0123456789abcdef.json").exists()
-    rows = list(csv.DictReader((here / "table.csv").open()))      # (2,2) seeds 0 and 1, (4,4) seed 0
-    assert [(r["label"], r["n_seeds"], float(r["mean"])) for r in rows] == [("(2,2),E=24", "2", pytest.approx(0.15)),
-                                                                           ("(4,4),E=24", "1", pytest.approx(0.3))]
+    rows = list(csv.DictReader((here / "table.csv").open()))  # (2,2) seeds 0 and 1, (4,4) seed 0
+    assert [(r["label"], r["n_seeds"], float(r["mean"])) for r in rows] == [
+        ("(2,2),E=24", "2", pytest.approx(0.15)),
+        ("(4,4),E=24", "1", pytest.approx(0.3)),
+    ]
     assert "triangle-center/quick/table.csv" in json.loads((root / "MANIFEST.json").read_text())["tables"]
     again = ingest(archive, root, bench, ckpts, log=lambda m: None)
     assert again["records"] == {} and again["kept"] == 3 and (again["sweep_lines"], again["benchmark_lines"]) == (0, 0)
     import io
+
     evil = tmp_path / "evil.tgz"
     with tarfile.open(evil, "w:gz") as tar:
         info = tarfile.TarInfo("../escape.json")
@@ -224,26 +279,36 @@ def test_ingest_brings_in_what_an_archive_adds(tmp_path):
     with pytest.raises(ValueError, match="a path outside the archive"):
         ingest(evil, root, bench, ckpts)
     assert not (tmp_path.parent / "escape.json").exists()
-    r = subprocess.run([sys.executable, "-m", "infoflow.cli", "ingest", str(tmp_path / "nope.tgz")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "infoflow.cli", "ingest", str(tmp_path / "nope.tgz")], capture_output=True, text=True
+    )
     assert r.returncode == 2 and r.stderr.startswith("error: archive") and "Traceback" not in r.stderr
 
 
 def test_curves_to_rows_names_each_point():
     from infoflow.results import curves_to_rows
-    rows = curves_to_rows({(2, "(D,D)"): ([500, 1000], np.array([0.5, 0.25])), (3, "(D-1,D)"): ([500], [0.4])},
-                          ("D", "config"), source="ours")
-    assert rows == [{"source": "ours", "D": 2, "config": "(D,D)", "step": 500, "val_nmse_geomean": 0.5},
-                    {"source": "ours", "D": 2, "config": "(D,D)", "step": 1000, "val_nmse_geomean": 0.25},
-                    {"source": "ours", "D": 3, "config": "(D-1,D)", "step": 500, "val_nmse_geomean": 0.4}]
+
+    rows = curves_to_rows(
+        {(2, "(D,D)"): ([500, 1000], np.array([0.5, 0.25])), (3, "(D-1,D)"): ([500], [0.4])},
+        ("D", "config"),
+        source="ours",
+    )
+    assert rows == [
+        {"source": "ours", "D": 2, "config": "(D,D)", "step": 500, "val_nmse_geomean": 0.5},
+        {"source": "ours", "D": 2, "config": "(D,D)", "step": 1000, "val_nmse_geomean": 0.25},
+        {"source": "ours", "D": 3, "config": "(D-1,D)", "step": 500, "val_nmse_geomean": 0.4},
+    ]
     assert curves_to_rows({"a": ([1], [2])}, ("g",), value="v") == [{"g": "a", "step": 1, "v": 2.0}]
 
 
 def test_run_curves_keys_each_run_by_group_and_seed():
     from infoflow.results import run_curves
-    recs = [{"g": (2, "(D,D)"), "config": {"seed": 1}, "curve": [[10, 0.5], [20, 0.1]]},
-            {"g": (2, "(D,D)"), "config": {"seed": 0}, "curve": [[10, 0.4], [20, 0.2]]},
-            {"g": "x", "config": {"seed": 0}, "curve": [[5, 1.0]]}]
+
+    recs = [
+        {"g": (2, "(D,D)"), "config": {"seed": 1}, "curve": [[10, 0.5], [20, 0.1]]},
+        {"g": (2, "(D,D)"), "config": {"seed": 0}, "curve": [[10, 0.4], [20, 0.2]]},
+        {"g": "x", "config": {"seed": 0}, "curve": [[5, 1.0]]},
+    ]
     out = run_curves(recs, lambda r: r["g"])
-    assert list(out) == [(2, "(D,D)", 1), (2, "(D,D)", 0), ("x", 0)]            # the records' order
+    assert list(out) == [(2, "(D,D)", 1), (2, "(D,D)", 0), ("x", 0)]  # the records' order
     assert out[(2, "(D,D)", 0)] == ((10, 20), (0.4, 0.2)) and out[("x", 0)] == ((5,), (1.0,))

@@ -1,5 +1,6 @@
 """Results store and runner: atomic records, corrupt/foreign records re-run, resume after SIGKILL with
 every record present once, ensemble member == lone run, failures recorded, CLI errors."""
+
 import json
 import os
 import signal
@@ -9,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from infoflow import __version__
 from infoflow.experiments import EXPERIMENTS
@@ -24,12 +24,18 @@ TINY = ["train.steps=20", "train.batch=32", "train.n_val=64", "train.eval_every=
 
 def tiny(**extra):
     from infoflow.experiments import parse_sets
+
     return parse_sets(TINY + [f"{k}={v}" for k, v in extra.items()])
 
 
 def record(cfg):
-    return {"config": cfg, "config_hash": config_hash(cfg), "status": "done",
-            "metrics": {"best_val_nmse": 0.1, "final_train_nmse": 0.2, "steps": 3}, "provenance": provenance(seed=0)}
+    return {
+        "config": cfg,
+        "config_hash": config_hash(cfg),
+        "status": "done",
+        "metrics": {"best_val_nmse": 0.1, "final_train_nmse": 0.2, "steps": 3},
+        "provenance": provenance(seed=0),
+    }
 
 
 def test_config_hash_is_canonical():
@@ -76,7 +82,7 @@ def test_runner_skips_finished_and_reruns_corrupt(tmp_path):
     s2 = run_experiment("specific-position", "quick", tiny(), out=tmp_path, progress=False, log=lambda m: None)
     assert s2["trained"] == 0 and s2["skipped"] == 2
     victim = sorted(tmp_path.glob("*.json"))[0]
-    victim.write_text("{\"config\": ")
+    victim.write_text('{"config": ')
     logs = []
     s3 = run_experiment("specific-position", "quick", tiny(), out=tmp_path, progress=False, log=logs.append)
     assert s3["trained"] == 1 and len(s3["records"]) == 2
@@ -92,8 +98,9 @@ def test_workers_train_the_same_records_as_one_process(tmp_path):
     by_hash = {r["config_hash"]: r for r in serial["records"]}
     for r in parallel["records"]:
         assert r["status"] == by_hash[r["config_hash"]]["status"] == "done"
-        assert r["metrics"]["best_val_nmse"] == pytest.approx(by_hash[r["config_hash"]]["metrics"]["best_val_nmse"],
-                                                             rel=1e-3)
+        assert r["metrics"]["best_val_nmse"] == pytest.approx(
+            by_hash[r["config_hash"]]["metrics"]["best_val_nmse"], rel=1e-3
+        )
     again = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "parallel", workers=2, **kw)
     assert again["trained"] == 0 and again["skipped"] == 12
     sweeps = [json.loads(line) for line in (tmp_path / "parallel" / "sweeps.jsonl").read_text().splitlines()]
@@ -108,19 +115,29 @@ def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
     2048), so the one GPU command cannot fail on a shape."""
     import infoflow.experiments as experiments
     from infoflow.experiments import make_experiment, parse_sets
+
     probe_inputs = experiments._probe_inputs
     monkeypatch.setattr(experiments, "_probe_inputs", lambda model, target, T, n: probe_inputs(model, target, T, 32))
-    few = parse_sets(["train.steps=1", "train.batch=4", "train.n_train=8", "train.n_val=8", "train.eval_every=1",
-                      "train.tail_steps=0"])
-    if name == "intrinsic-dimension-levers":   # its levers set batch 64 and a curriculum: fresh samples
+    few = parse_sets(
+        [
+            "train.steps=1",
+            "train.batch=4",
+            "train.n_train=8",
+            "train.n_val=8",
+            "train.eval_every=1",
+            "train.tail_steps=0",
+        ]
+    )
+    if name == "intrinsic-dimension-levers":  # its levers set batch 64 and a curriculum: fresh samples
         few["train"]["n_train"] = None
     exp = make_experiment(name, "paper", few)
-    if name == "intrinsic-dimension-wide":   # no runs at paper scale (see test_every_profile_is_valid)
+    if name == "intrinsic-dimension-wide":  # no runs at paper scale (see test_every_profile_is_valid)
         assert exp.runs() == []
         return
     # as on the GPU: runs of the same parameter shapes share ensembles
-    s = run_experiment(name, "paper", few, out=tmp_path, progress=False, log=lambda m: None, device="cpu",
-                       share_shapes=True)
+    s = run_experiment(
+        name, "paper", few, out=tmp_path, progress=False, log=lambda m: None, device="cpu", share_shapes=True
+    )
     assert s["trained"] == len(exp.runs()) == len(s["records"]) > 0
     assert {r["status"] for r in s["records"]} <= {"done", "failed"}
     assert max(r["config"]["T"] for r in s["records"]) == max(run["T"] for run in exp.runs())
@@ -128,6 +145,7 @@ def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
 
 def test_groups_are_runs_equal_but_for_seed():
     from infoflow.experiments import make_experiment
+
     runs = make_experiment("intrinsic-dimension", "quick", tiny()).runs()
     groups = group_runs(runs)
     assert len(groups) == len(runs) // 2 and all(len({r["seed"] for r in g}) == 2 for g in groups)
@@ -137,13 +155,14 @@ def test_shared_shape_groups():
     """Runs whose models differ only in heads (and targets only in D) share an ensemble, cut at
     max_members into nearly equal parts, every run once, configs kept together in order."""
     from infoflow.experiments import make_experiment, parse_sets
-    runs = make_experiment("intrinsic-dimension", "quick", tiny()).runs()     # D = 2, 3: 6 configs x 2 seeds
+
+    runs = make_experiment("intrinsic-dimension", "quick", tiny()).runs()  # D = 2, 3: 6 configs x 2 seeds
     assert [len(g) for g in group_runs(runs, share_shapes=True)] == [12]
     groups = group_runs(runs, share_shapes=True, max_members=5)
     assert [len(g) for g in groups] == [4, 4, 4] and [r for g in groups for r in g] == runs
     assert len(group_runs(runs, max_members=1)) == 12
-    tri = make_experiment("triangle-center", "quick", parse_sets(TINY[:-1])).runs()   # 3 T x 3 sizes x 2 seeds
-    shared = group_runs(tri, share_shapes=True)      # per T: (2,2) and (4,4) at E = 24 together, E = 48 alone
+    tri = make_experiment("triangle-center", "quick", parse_sets(TINY[:-1])).runs()  # 3 T x 3 sizes x 2 seeds
+    shared = group_runs(tri, share_shapes=True)  # per T: (2,2) and (4,4) at E = 24 together, E = 48 alone
     assert [len(g) for g in shared] == [4, 2] * 3
     assert all(len({(r["T"], r["model"]["E"]) for r in g}) == 1 for g in shared)
     with pytest.raises(ValueError, match="max_members must be a positive integer"):
@@ -153,8 +172,9 @@ def test_shared_shape_groups():
 def test_shared_shapes_train_the_same_records(tmp_path):
     kw = dict(progress=False, log=lambda m: None)
     alone = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "a", share_shapes=False, **kw)
-    shared = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "b", share_shapes=True,
-                            max_members=8, **kw)
+    shared = run_experiment(
+        "intrinsic-dimension", "quick", tiny(), out=tmp_path / "b", share_shapes=True, max_members=8, **kw
+    )
     assert shared["trained"] == alone["trained"] == 12
     sweep = json.loads((tmp_path / "b" / "sweeps.jsonl").read_text())
     assert sweep["ensembles"] == 2 and sweep["share_shapes"] is True
@@ -179,8 +199,14 @@ def test_ensemble_member_trains_like_the_run_alone():
 
 
 def test_diverged_runs_are_recorded_failed_and_the_sweep_goes_on(tmp_path):
-    s = run_experiment("specific-position", "quick", tiny(**{"train.lr": 1e30, "train.grad_clip": 1e30}),
-                       out=tmp_path, progress=False, log=lambda m: None)
+    s = run_experiment(
+        "specific-position",
+        "quick",
+        tiny(**{"train.lr": 1e30, "train.grad_clip": 1e30}),
+        out=tmp_path,
+        progress=False,
+        log=lambda m: None,
+    )
     assert len(s["records"]) == 2
     failed = [r for r in s["records"] if r["status"] == "failed"]
     assert failed and all(r["error"] for r in failed)
@@ -191,9 +217,24 @@ def cli(*args, **kw):
 
 
 def test_resume_after_sigkill(tmp_path):
-    args = [sys.executable, "-m", "infoflow.cli", "run", "depth-separation", "--out", str(tmp_path), "--quiet",
-            "--set", "train.steps=40", "--set", "train.eval_every=20", "--set", "train.batch=64",
-            "--set", "train.n_val=128"]
+    args = [
+        sys.executable,
+        "-m",
+        "infoflow.cli",
+        "run",
+        "depth-separation",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--set",
+        "train.steps=40",
+        "--set",
+        "train.eval_every=20",
+        "--set",
+        "train.batch=64",
+        "--set",
+        "train.n_val=128",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(tmp_path.glob("*.json"))) < 3:
@@ -213,30 +254,48 @@ def test_resume_after_sigkill(tmp_path):
     assert f"{12 - n_before} trained now" in r.stdout
 
 
-@pytest.mark.parametrize("args,field", [
-    (["run", "nope"], "unknown experiment"),
-    (["run", "intrinsic-dimension", "--profile", "fast"], "unknown profile"),
-    (["run", "intrinsic-dimension", "--set", "foo=1"], "unknown key 'foo'"),
-    (["run", "intrinsic-dimension", "--set", "E=-4"], "E: Input should be greater than 0"),
-    (["run", "intrinsic-dimension", "--set", "E=25"], "must be divisible"),
-    (["run", "intrinsic-dimension", "--set", "train.steps=0"], "train.steps"),
-    (["run", "intrinsic-dimension", "--device", "tpu"], "device must be"),
-    (["run"], "EXPERIMENT is required"),
-    (["run", "intrinsic-dimension", "--workers", "0"], "workers must be a positive integer"),
-    (["run", "intrinsic-dimension", "--max-members", "0"], "max_members must be a positive integer"),
-    (["run", "intrinsic-dimension", "--checkpoint-every", "-5"], "checkpoint_every must be a finite number >= 0 seconds"),
-    (["run", "intrinsic-dimension", "--checkpoint-every", "inf"], "checkpoint_every must be a finite number >= 0 seconds"),
-    (["run", "intrinsic-dimension", "--out", ""], "out must name a folder"),
-    (["run", "intrinsic-dimension", "--set", "Ds=[]"], "no runs under profile quick"),
-    (["run", "intrinsic-dimension", "--set", "train.grad_clip=-1"], "train.grad_clip: Input should be greater than 0"),
-    (["run", "intrinsic-dimension", "--set", "train.weight_decay=-100"], "train.weight_decay: Input should be greater than or equal to 0"),
-    (["run", "intrinsic-dimension", "--set", "train.lr=inf"], "train.lr: Input should be a finite number"),
-    (["run", "intrinsic-dimension", "--set", "train.lr=NaN"], "train.lr: Input should be a finite number"),
-    (["run", "intrinsic-dimension", "--set", "train.steps.x=5"], "train.steps: Input should be a valid integer"),
-    (["run", "intrinsic-dimension", "--set", "seeds=[100000000000000000000]"], "seeds.0: Input should be less than"),
-    (["run", "intrinsic-dimension", "--set", "seeds=[1e20]"], "seeds.0"),
-    (["run", "intrinsic-dimension", "--device", "cpu", "--cuda-graph"], "cuda_graph needs a CUDA device"),
-])
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        (["run", "nope"], "unknown experiment"),
+        (["run", "intrinsic-dimension", "--profile", "fast"], "unknown profile"),
+        (["run", "intrinsic-dimension", "--set", "foo=1"], "unknown key 'foo'"),
+        (["run", "intrinsic-dimension", "--set", "E=-4"], "E: Input should be greater than 0"),
+        (["run", "intrinsic-dimension", "--set", "E=25"], "must be divisible"),
+        (["run", "intrinsic-dimension", "--set", "train.steps=0"], "train.steps"),
+        (["run", "intrinsic-dimension", "--device", "tpu"], "device must be"),
+        (["run"], "EXPERIMENT is required"),
+        (["run", "intrinsic-dimension", "--workers", "0"], "workers must be a positive integer"),
+        (["run", "intrinsic-dimension", "--max-members", "0"], "max_members must be a positive integer"),
+        (
+            ["run", "intrinsic-dimension", "--checkpoint-every", "-5"],
+            "checkpoint_every must be a finite number >= 0 seconds",
+        ),
+        (
+            ["run", "intrinsic-dimension", "--checkpoint-every", "inf"],
+            "checkpoint_every must be a finite number >= 0 seconds",
+        ),
+        (["run", "intrinsic-dimension", "--out", ""], "out must name a folder"),
+        (["run", "intrinsic-dimension", "--set", "Ds=[]"], "no runs under profile quick"),
+        (
+            ["run", "intrinsic-dimension", "--set", "train.grad_clip=-1"],
+            "train.grad_clip: Input should be greater than 0",
+        ),
+        (
+            ["run", "intrinsic-dimension", "--set", "train.weight_decay=-100"],
+            "train.weight_decay: Input should be greater than or equal to 0",
+        ),
+        (["run", "intrinsic-dimension", "--set", "train.lr=inf"], "train.lr: Input should be a finite number"),
+        (["run", "intrinsic-dimension", "--set", "train.lr=NaN"], "train.lr: Input should be a finite number"),
+        (["run", "intrinsic-dimension", "--set", "train.steps.x=5"], "train.steps: Input should be a valid integer"),
+        (
+            ["run", "intrinsic-dimension", "--set", "seeds=[100000000000000000000]"],
+            "seeds.0: Input should be less than",
+        ),
+        (["run", "intrinsic-dimension", "--set", "seeds=[1e20]"], "seeds.0"),
+        (["run", "intrinsic-dimension", "--device", "cpu", "--cuda-graph"], "cuda_graph needs a CUDA device"),
+    ],
+)
 def test_run_bad_config_one_line_exit_2(args, field):
     r = cli(*args)
     assert r.returncode == 2, r.stderr
@@ -249,7 +308,7 @@ def test_unwritable_output(tmp_path):
     ro.mkdir()
     os.chmod(ro, 0o500)
     try:
-        if os.access(ro, os.W_OK):      # root ignores permissions: use a path under a file instead
+        if os.access(ro, os.W_OK):  # root ignores permissions: use a path under a file instead
             ro = tmp_path / "file"
             ro.write_text("x")
             ro = ro / "sub"
@@ -265,6 +324,7 @@ def test_code_hash_names_the_package_source(tmp_path):
     file's content (or name) changes, and what provenance() reports for the imported package."""
     from infoflow.store import code_sha256
     import infoflow
+
     pkg = Path(infoflow.__file__).parent
     assert provenance()["code_sha256"] == code_sha256(pkg)
     copy = tmp_path / "pkg"
@@ -274,6 +334,10 @@ def test_code_hash_names_the_package_source(tmp_path):
     assert code_sha256(copy) == code_sha256(pkg)
     (copy / "train.py").write_text((copy / "train.py").read_text() + "\n# changed\n")
     assert code_sha256(copy) != code_sha256(pkg)
+    changed = code_sha256(copy)
+    (copy / "sub").mkdir()  # a subpackage is part of the source too
+    (copy / "sub" / "mod.py").write_text("x = 1\n")
+    assert code_sha256(copy) != changed
 
 
 def test_a_sweep_killed_inside_an_ensemble_resumes_from_its_checkpoint(tmp_path, monkeypatch):
@@ -281,15 +345,17 @@ def test_a_sweep_killed_inside_an_ensemble_resumes_from_its_checkpoint(tmp_path,
     ensemble from its last saved state, not from step 0, and writes the records an unbroken sweep
     writes; the checkpoint is gone once its records are written; the records name the earlier part."""
     import infoflow.train as train
+
     kw = dict(progress=False, log=lambda m: None)
     reference = run_experiment("specific-position", "quick", tiny(), out=tmp_path / "ref", **kw)
     real_lr_at, calls = train.lr_at, []
 
     def killed(step, cfg):
         calls.append(step)
-        if len(calls) > 20 and step == 15:          # the first ensemble finishes, the second dies
+        if len(calls) > 20 and step == 15:  # the first ensemble finishes, the second dies
             raise KeyboardInterrupt
         return real_lr_at(step, cfg)
+
     monkeypatch.setattr(train, "lr_at", killed)
     with pytest.raises(KeyboardInterrupt):
         run_experiment("specific-position", "quick", tiny(), out=tmp_path / "cut", checkpoint_every_s=0, **kw)
@@ -298,7 +364,7 @@ def test_a_sweep_killed_inside_an_ensemble_resumes_from_its_checkpoint(tmp_path,
     calls.clear()
     monkeypatch.setattr(train, "lr_at", lambda step, cfg: calls.append(step) or real_lr_at(step, cfg))
     resumed = run_experiment("specific-position", "quick", tiny(), out=tmp_path / "cut", checkpoint_every_s=0, **kw)
-    assert resumed["trained"] == 1 and calls == list(range(10, 20))      # from the save at step 10
+    assert resumed["trained"] == 1 and calls == list(range(10, 20))  # from the save at step 10
     assert not list((tmp_path / "cut").glob(".*.ckpt"))
     ref = {r["config_hash"]: r for r in reference["records"]}
     for r in resumed["records"]:
@@ -324,6 +390,7 @@ def test_a_group_trained_with_cuda_graphs_writes_the_same_records(tmp_path, simu
     the provenance; the records are otherwise those of the eager training."""
     from infoflow.experiments import make_experiment
     from infoflow.runner import train_group
+
     exp = make_experiment("intrinsic-dimension", "quick", tiny())
     group = exp.runs()[:2]
     stores = {}
@@ -336,5 +403,6 @@ def test_a_group_trained_with_cuda_graphs_writes_the_same_records(tmp_path, simu
     for run in group:
         eager, graph = (stores[n].get(config_hash(run)) for n in ("eager", "graph"))
         assert graph["provenance"].pop("cuda_graph") is True and "cuda_graph" not in eager["provenance"]
-        assert {k: v for k, v in graph.items() if k not in ("provenance", "content_sha256")} == \
-            {k: v for k, v in eager.items() if k not in ("provenance", "content_sha256")}
+        assert {k: v for k, v in graph.items() if k not in ("provenance", "content_sha256")} == {
+            k: v for k, v in eager.items() if k not in ("provenance", "content_sha256")
+        }

@@ -1,12 +1,22 @@
 """Targets against brute-force references (explicit loops), numpy vs torch, determinism."""
+
 import itertools
 
 import numpy as np
 import pytest
 import torch
 
-from infoflow.targets import (DepthSeparation, DRetrieval, FirstThreeSum, IntrinsicDimension, KthLargest,
-                              PairCenter, TARGETS, TriangleCenter, make_target)
+from infoflow.targets import (
+    DepthSeparation,
+    DRetrieval,
+    FirstThreeSum,
+    IntrinsicDimension,
+    KthLargest,
+    PairCenter,
+    TARGETS,
+    TriangleCenter,
+    make_target,
+)
 
 
 def brute(target, X):
@@ -28,8 +38,17 @@ def brute(target, X):
     raise AssertionError(target)
 
 
-ALL = [DepthSeparation(), KthLargest(k=1), KthLargest(k=2), KthLargest(k=3), DRetrieval(D=3),
-       IntrinsicDimension(D=3, chunk=3), TriangleCenter(chunk=3), PairCenter(), FirstThreeSum()]
+ALL = [
+    DepthSeparation(),
+    KthLargest(k=1),
+    KthLargest(k=2),
+    KthLargest(k=3),
+    DRetrieval(D=3),
+    IntrinsicDimension(D=3, chunk=3),
+    TriangleCenter(chunk=3),
+    PairCenter(),
+    FirstThreeSum(),
+]
 
 
 @pytest.mark.parametrize("target", ALL, ids=lambda t: f"{t.name}")
@@ -71,6 +90,7 @@ def test_input_laws():
 
 def test_triangle_center_fast_at_T64():
     import time
+
     X = TriangleCenter().sample_inputs(torch.Generator().manual_seed(0), 256, 64)
     start = time.perf_counter()
     y = TriangleCenter()(X)
@@ -81,14 +101,17 @@ def test_fixed_matrices_come_from_the_seed():
     np.testing.assert_array_equal(IntrinsicDimension(D=3, seed=1).A, IntrinsicDimension(D=3, seed=1).A)
     assert not np.allclose(IntrinsicDimension(D=3, seed=1).A, IntrinsicDimension(D=3, seed=2).A)
     A = IntrinsicDimension(D=4).A
-    assert len({a.tobytes() for a in A}) == 4   # distinct matrices
+    assert len({a.tobytes() for a in A}) == 4  # distinct matrices
 
 
-@pytest.mark.parametrize("name,params,msg", [
-    ("nope", {}, "unknown target"),
-    ("intrinsic-dimension", {"D": 0}, "D must be a positive integer"),
-    ("intrinsic-dimension", {"q": 1}, "has no parameter 'q'"),
-])
+@pytest.mark.parametrize(
+    "name,params,msg",
+    [
+        ("nope", {}, "unknown target"),
+        ("intrinsic-dimension", {"D": 0}, "D must be a positive integer"),
+        ("intrinsic-dimension", {"q": 1}, "has no parameter 'q'"),
+    ],
+)
 def test_bad_targets(name, params, msg):
     with pytest.raises(ValueError, match=msg):
         make_target(name, **params)

@@ -1,5 +1,6 @@
 """Ensemble training: a member trains exactly like the same model alone (gradients and one SGD step,
 torch.func as the oracle), NMSE conventions, learning, NaN isolation, config errors."""
+
 import subprocess
 import sys
 from dataclasses import replace
@@ -19,7 +20,7 @@ def member(model, j):
     one = EnsembleTransformer(model.cfgs[j], members=1)
     with torch.no_grad():
         for (n, p), (_, q) in zip(one.named_parameters(), model.named_parameters()):
-            p.copy_(q[j:j + 1])
+            p.copy_(q[j : j + 1])
     return one
 
 
@@ -31,7 +32,7 @@ def test_member_gradients_equal_single_model_and_func_oracle():
     names = [n for n, _ in model.named_parameters()]
     for j in range(3):
         one = member(model, j).double()
-        ((one(X[j:j + 1]) - y[j:j + 1]) ** 2).mean().backward()
+        ((one(X[j : j + 1]) - y[j : j + 1]) ** 2).mean().backward()
         for n, p, q in zip(names, one.parameters(), model.parameters()):
             torch.testing.assert_close(p.grad[0], q.grad[j], msg=n)
     # oracle: torch.func per-member gradients of the single-model loss
@@ -60,7 +61,9 @@ def test_sgd_step_matches_single_model():
         torch.testing.assert_close(p[0], q[1])
 
 
-@pytest.mark.parametrize("heads,pe,ln", [((4,), "none", False), ((2, 2), "additive", True), ((1, 2, 4), "augmented", False)])
+@pytest.mark.parametrize(
+    "heads,pe,ln", [((4,), "none", False), ((2, 2), "additive", True), ((1, 2, 4), "augmented", False)]
+)
 def test_cls_only_last_layer_equals_full_forward(heads, pe, ln):
     """The training path computes only the CLS row of the last layer; it must give the outputs and
     gradients of the full forward (``record=True``) that probes use."""
@@ -72,7 +75,7 @@ def test_cls_only_last_layer_equals_full_forward(heads, pe, ln):
         out = model(X, record=record)
         y = out[0] if record else out
         model.zero_grad()
-        (y ** 2).sum().backward()
+        (y**2).sum().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
         if not record:
             y_fast = y.detach()
@@ -99,6 +102,7 @@ def test_head_dim_sets_attention_width():
 def test_adamw_ensemble_matches_torch_adamw_per_member():
     """Oracle: member j of one batched update == torch.optim.AdamW on member j alone (own lr)."""
     from infoflow.train import AdamWEnsemble
+
     torch.manual_seed(0)
     shapes, lrs = [(3, 4, 5), (3, 5), (3, 2, 2, 2)], [1e-2, 3e-3, 0.0]
     ens = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in shapes]
@@ -118,7 +122,7 @@ def test_adamw_ensemble_matches_torch_adamw_per_member():
     for j in range(3):
         for p, q in zip(alone[j], ens):
             torch.testing.assert_close(p.detach(), q.detach()[j])
-    torch.testing.assert_close(ens[0].detach()[2], frozen, rtol=0, atol=0)   # lr 0: the member is left alone
+    torch.testing.assert_close(ens[0].detach()[2], frozen, rtol=0, atol=0)  # lr 0: the member is left alone
 
 
 def test_per_member_clipping():
@@ -141,9 +145,13 @@ def test_training_learns_and_isolates_nan():
     cfg = ModelConfig(d=4, T=8, heads=(4,), E=16, ffn=32)
     model = EnsembleTransformer(cfg, members=3, seeds=[0, 1, 2])
     with torch.no_grad():
-        model.R_2[2].fill_(float("nan"))          # member 2 diverges at once
-    res = train_ensemble(model, DRetrieval(D=2), seeds=[0, 1, 2], cfg=TrainConfig(steps=300, batch=128, lr=3e-3,
-                         n_val=512, eval_every=50))
+        model.R_2[2].fill_(float("nan"))  # member 2 diverges at once
+    res = train_ensemble(
+        model,
+        DRetrieval(D=2),
+        seeds=[0, 1, 2],
+        cfg=TrainConfig(steps=300, batch=128, lr=3e-3, n_val=512, eval_every=50),
+    )
     assert [r["status"] for r in res] == ["done", "done", "failed"]
     assert "non-finite" in res[2]["error"]
     assert all(r["best_val_nmse"] < 0.6 for r in res[:2])
@@ -158,7 +166,7 @@ def test_bad_configs():
         ModelConfig(d=4, T=8, pe="rotary")
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         TrainConfig(steps=0)
-    with pytest.raises(ValueError, match="T must be a positive integer, got True"):    # a bool is not a count
+    with pytest.raises(ValueError, match="T must be a positive integer, got True"):  # a bool is not a count
         ModelConfig(d=4, T=True)
     with pytest.raises(ValueError, match="batch must be a positive integer, got 2.5"):
         TrainConfig(batch=2.5)
@@ -204,13 +212,19 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_reuse_freed_memory_stops_page_faults_on_cpu():
     """Training on a CPU keeps freed host memory for reuse: far fewer page faults per step
     (each run in a fresh process, the setting being process-wide)."""
-    faults = {mode: int(subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True,
-                                       check=True).stdout.split()[-1]) for mode in ("default", "reuse")}
+    faults = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True
+            ).stdout.split()[-1]
+        )
+        for mode in ("default", "reuse")
+    }
     assert faults["default"] > 1000 and faults["reuse"] * 5 < faults["default"], faults
 
 
 # Members of one ensemble may differ in head counts (same parameter shapes) and in their targets.
-MIXED = [replace(CFG, heads=h) for h in [(1, 2), (2, 2), (2, 2), (4, 1)]]   # layer 1 runs: 1 | 2 2 | 4
+MIXED = [replace(CFG, heads=h) for h in [(1, 2), (2, 2), (2, 2), (4, 1)]]  # layer 1 runs: 1 | 2 2 | 4
 
 
 def test_members_with_different_heads_equal_their_lone_models():
@@ -223,9 +237,9 @@ def test_members_with_different_heads_equal_their_lone_models():
     for j in range(4):
         one = member(model, j).double()
         assert one.cfg.heads == MIXED[j].heads
-        out_j = one(X[j:j + 1])
+        out_j = one(X[j : j + 1])
         torch.testing.assert_close(out_j[0], out[j].detach())
-        ((out_j - y[j:j + 1]) ** 2).mean().backward()
+        ((out_j - y[j : j + 1]) ** 2).mean().backward()
         for (n, p), q in zip(one.named_parameters(), model.parameters()):
             torch.testing.assert_close(p.grad[0], q.grad[j], msg=n)
     # each member's init is its lone model's with its seed, whatever its heads
@@ -237,7 +251,7 @@ def test_members_with_different_heads_equal_their_lone_models():
 def test_mixed_ensembles_refuse_what_they_cannot_do():
     with pytest.raises(ValueError, match="member 1 .* does not share parameter shapes"):
         EnsembleTransformer([CFG, replace(CFG, E=12)])
-    with pytest.raises(ValueError, match="member 1"):           # head_dim set: heads change shapes
+    with pytest.raises(ValueError, match="member 1"):  # head_dim set: heads change shapes
         EnsembleTransformer([replace(CFG, head_dim=4), replace(CFG, head_dim=4, heads=(1, 2))])
     with pytest.raises(ValueError, match="member 1"):
         EnsembleTransformer([CFG, replace(CFG, heads=(2, 2, 2))])
@@ -282,7 +296,7 @@ def test_validation_in_slices_equals_one_pass():
     X = torch.randn(3, 50, 6, 4)
     with torch.no_grad():
         whole = model(X)
-        sliced = predict_in_chunks(model, X, tokens=3 * 7 * 8)    # 8 sequences per slice: 7 slices
+        sliced = predict_in_chunks(model, X, tokens=3 * 7 * 8)  # 8 sequences per slice: 7 slices
     assert sliced.shape == whole.shape == (3, 50, 1)
     torch.testing.assert_close(sliced, whole)
 
@@ -309,8 +323,12 @@ def test_a_training_step_reads_nothing_back_and_copies_nothing_from_the_host():
         mode = Count()
         mode.seen = Counter()
         with mode:
-            train_ensemble(EnsembleTransformer(cfgs, seeds=[0, 1]), targets, [0, 1],
-                           TrainConfig(steps=steps, batch=8, n_val=16, eval_every=steps, **tc))
+            train_ensemble(
+                EnsembleTransformer(cfgs, seeds=[0, 1]),
+                targets,
+                [0, 1],
+                TrainConfig(steps=steps, batch=8, n_val=16, eval_every=steps, **tc),
+            )
         return mode.seen
 
     for tc in ({}, {"n_train": 32}):
@@ -321,41 +339,50 @@ def _resumable(n_train):
     """A small mixed-target training with a NaN-free but non-trivial state: fixed set or fresh draws."""
     cfg = TrainConfig(steps=50, batch=16, n_val=32, eval_every=10, n_train=n_train, tail_steps=6)
     targets = [IntrinsicDimension(D=2), IntrinsicDimension(D=2), IntrinsicDimension(D=3)]
-    return cfg, targets, (lambda: EnsembleTransformer(ModelConfig(d=4, T=5, heads=(2, 2), E=12, ffn=16),
-                                                      members=3, seeds=[1, 2, 3]))
+    return (
+        cfg,
+        targets,
+        (lambda: EnsembleTransformer(ModelConfig(d=4, T=5, heads=(2, 2), E=12, ffn=16), members=3, seeds=[1, 2, 3])),
+    )
 
 
-@pytest.mark.parametrize("n_train", [None, 64])   # 64: the save at step 30 lands mid-epoch
-@pytest.mark.parametrize("graph", [False, True])   # True: as a (simulated) CUDA graph, captured again on resuming
-def test_a_killed_training_resumes_from_its_checkpoint_exactly(tmp_path, monkeypatch, simulated_cuda_graphs,
-                                                              n_train, graph):
+@pytest.mark.parametrize("n_train", [None, 64])  # 64: the save at step 30 lands mid-epoch
+@pytest.mark.parametrize("graph", [False, True])  # True: as a (simulated) CUDA graph, captured again on resuming
+def test_a_killed_training_resumes_from_its_checkpoint_exactly(
+    tmp_path, monkeypatch, simulated_cuda_graphs, n_train, graph
+):
     import infoflow.train as train
+
     cfg, targets, model = _resumable(n_train)
     reference = train_ensemble(model(), targets, [1, 2, 3], cfg)
     if graph:
         sim = simulated_cuda_graphs()
-    ckpt = train.Checkpoint(tmp_path / "group.ckpt", key="group", every_s=0)   # saves at every evaluation
+    ckpt = train.Checkpoint(tmp_path / "group.ckpt", key="group", every_s=0)  # saves at every evaluation
     real_lr_at = train.lr_at
 
     def killed_at_step_37(step, c):
         if step == 37:
             raise KeyboardInterrupt
         return real_lr_at(step, c)
+
     monkeypatch.setattr(train, "lr_at", killed_at_step_37)
     with pytest.raises(KeyboardInterrupt):
         train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=ckpt, cuda_graph=graph)
     monkeypatch.setattr(train, "lr_at", real_lr_at)
-    assert torch.load(ckpt.path, weights_only=True)["step"] == 30            # the last evaluation before the kill
+    assert torch.load(ckpt.path, weights_only=True)["step"] == 30  # the last evaluation before the kill
     logs = []
     resumed = train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=ckpt, log=logs.append, cuda_graph=graph)
     assert not logs and (not graph or sim.captures == 2)
     for a, b in zip(resumed, reference):
-        assert [(seg["to_step"], seg["cuda_graph"]) for seg in a.pop("resumed")] == [(30, graph)] and b.pop("resumed") == []
-        assert a == b                     # same best and final NMSE, same curve, to the last bit
+        assert [(seg["to_step"], seg["cuda_graph"]) for seg in a.pop("resumed")] == [(30, graph)] and b.pop(
+            "resumed"
+        ) == []
+        assert a == b  # same best and final NMSE, same curve, to the last bit
 
 
 def test_an_unusable_checkpoint_is_reported_and_training_starts_over(tmp_path):
     from infoflow.train import Checkpoint
+
     cfg, targets, model = _resumable(48)
     reference = train_ensemble(model(), targets, [1, 2, 3], cfg)
     other = Checkpoint(tmp_path / "other.ckpt", key="another group", every_s=0)
@@ -364,7 +391,9 @@ def test_an_unusable_checkpoint_is_reported_and_training_starts_over(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     for path, why in ((bad, "unreadable"), (other.path, "belongs to another training")):
         logs = []
-        out = train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=Checkpoint(path, "group", 3600), log=logs.append)
+        out = train_ensemble(
+            model(), targets, [1, 2, 3], cfg, checkpoint=Checkpoint(path, "group", 3600), log=logs.append
+        )
         assert len(logs) == 1 and why in logs[0] and "training from step 0" in logs[0]
         assert [r["curve"] for r in out] == [r["curve"] for r in reference]
     with pytest.raises(ValueError, match="checkpoint_every must be a finite number >= 0 seconds"):
@@ -377,15 +406,16 @@ def test_a_training_step_replayed_as_a_cuda_graph_trains_as_the_eager_one(simula
     simulated on the CPU: the same results to the last bit, including a member that diverges after
     the capture. (On a GPU the device check runs the real graph: benchmarks/check_cuda_graph.py.)"""
     cfg, targets, model = _resumable(n_train)
-    lrs = [1e-3, 1e-3, 4.0]   # the third member's loss turns non-finite at step 7 or 9
+    lrs = [1e-3, 1e-3, 4.0]  # the third member's loss turns non-finite at step 7 or 9
     reference = train_ensemble(model(), targets, [1, 2, 3], cfg, lrs=lrs)
     assert reference[2]["status"] == "failed"
     sim = simulated_cuda_graphs()
     replayed = train_ensemble(model(), targets, [1, 2, 3], cfg, lrs=lrs, cuda_graph=True)
     total = cfg.steps + cfg.tail_steps
     from infoflow.train import _TrainStep
+
     assert sim.captures == 1 and sim.replays == total - _TrainStep.WARMUP
-    assert int(reference[2]["error"].split()[-1]) > _TrainStep.WARMUP        # it diverged in a replayed step
+    assert int(reference[2]["error"].split()[-1]) > _TrainStep.WARMUP  # it diverged in a replayed step
     assert replayed == reference
 
 
@@ -395,11 +425,13 @@ def test_cuda_graph_needs_a_cuda_device():
         train_ensemble(model(), targets, [1, 2, 3], cfg, cuda_graph=True)
 
 
-def test_the_cuda_graph_check_script_passes_a_correct_graph_and_fails_a_stale_one(simulated_cuda_graphs, load_script,
-                                                                                     monkeypatch):
+def test_the_cuda_graph_check_script_passes_a_correct_graph_and_fails_a_stale_one(
+    simulated_cuda_graphs, load_script, monkeypatch
+):
     """benchmarks/check_cuda_graph.py, which decides on the GPU whether sweeps use graphs, run on the CPU
     with simulated graphs: it passes the engine's graph, and fails one whose batch buffer goes stale."""
     import infoflow.train as train
+
     script = load_script("benchmarks/check_cuda_graph.py")
     simulated_cuda_graphs()
     tiny = ["train.batch=16", "train.n_train=64", "train.n_val=32", "ffn=16", "E=12", "T=6", "seeds=[0,1]"]
@@ -407,10 +439,11 @@ def test_the_cuda_graph_check_script_passes_a_correct_graph_and_fails_a_stale_on
     assert out["agrees"] and out["bitwise_equal"] and out["eager_runs_bitwise_equal"] and out["members"] == 4
     real_call = train._TrainStep.__call__
 
-    def stale(self, step, X, y):   # after the capture the graph keeps training on the captured batch
+    def stale(self, step, X, y):  # after the capture the graph keeps training on the captured batch
         if self.graph is not None:
             X, y = self.X, self.y
         return real_call(self, step, X, y)
+
     monkeypatch.setattr(train._TrainStep, "__call__", stale)
     out = script.check("intrinsic-dimension", "quick", 12, "cpu", tiny, 4, 1e-2)
     assert not out["agrees"] and not out["bitwise_equal"] and out["max_relative_difference"] > 1e-2

@@ -3,10 +3,10 @@
 Each test drives the real command line in subprocesses, single-threaded so runs are bitwise
 reproducible on the CPU.
 """
+
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +19,23 @@ from infoflow import __version__
 from infoflow.store import ResultsStore
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TS = list(range(4, 28))      # 24 lengths x 4 configurations = 96 ensembles: 20 kills land mid-sweep
-SWEEP = ["depth-separation", "--quiet", "--set", "train.steps=50", "--set", "train.eval_every=25",
-         "--set", "train.batch=32", "--set", "train.n_val=64", "--set", "ffn=16", "--set", f"Ts={TS}"]
+TS = list(range(4, 28))  # 24 lengths x 4 configurations = 96 ensembles: 20 kills land mid-sweep
+SWEEP = [
+    "depth-separation",
+    "--quiet",
+    "--set",
+    "train.steps=50",
+    "--set",
+    "train.eval_every=25",
+    "--set",
+    "train.batch=32",
+    "--set",
+    "train.n_val=64",
+    "--set",
+    "ffn=16",
+    "--set",
+    f"Ts={TS}",
+]
 N_RUNS = 4 * len(TS)
 
 
@@ -72,7 +86,7 @@ def test_sigkill_at_20_random_moments_then_resume(tmp_path, reference):
         kills += 1
         files = list(tmp_path.glob("*.json"))
         assert len(files) == len({f.stem for f in files}) <= N_RUNS
-        by_hash(tmp_path)                      # every record present is valid: never a partial one
+        by_hash(tmp_path)  # every record present is valid: never a partial one
     run(tmp_path)
     assert kills == 20
     assert_same(by_hash(tmp_path), reference)
@@ -81,12 +95,12 @@ def test_sigkill_at_20_random_moments_then_resume(tmp_path, reference):
 def test_corrupt_foreign_and_mismatched_records_are_rerun(tmp_path, reference):
     run(tmp_path)
     files = sorted(tmp_path.glob("*.json"))
-    files[0].write_text(files[0].read_text()[:50])                       # truncated
+    files[0].write_text(files[0].read_text()[:50])  # truncated
     rec = json.loads(files[1].read_text())
-    rec["config"]["seed"] = 99                                            # hash no longer matches
+    rec["config"]["seed"] = 99  # hash no longer matches
     files[1].write_text(json.dumps(rec))
     rec = json.loads(files[2].read_text())
-    rec["provenance"]["version"] = "0.0.0"                                # another package version
+    rec["provenance"]["version"] = "0.0.0"  # another package version
     files[2].write_text(json.dumps(rec))
     r = run(tmp_path)
     assert "truncated" in r.stderr and "hash does not match" in r.stderr and "written by infoflow 0.0.0" in r.stderr
@@ -97,20 +111,23 @@ def test_corrupt_foreign_and_mismatched_records_are_rerun(tmp_path, reference):
 def test_full_disk_gives_a_clear_error_and_no_partial_record(tmp_path):
     small = tmp_path / "small"
     small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(small)],
-                             capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(small)], capture_output=True).returncode
+        == 0
+    )
     try:
         if mounted:
             r = run(small, check=False)
-        else:                                  # no mount permission: cap the file size instead
-            r = subprocess.run(["bash", "-c", "ulimit -f 2; exec \"$@\"", "_", *cmd(small)], capture_output=True,
-                               text=True, env=ENV)
+        else:  # no mount permission: cap the file size instead
+            r = subprocess.run(
+                ["bash", "-c", 'ulimit -f 2; exec "$@"', "_", *cmd(small)], capture_output=True, text=True, env=ENV
+            )
         assert r.returncode == 2, r.stderr
         last = r.stderr.strip().splitlines()[-1]
         assert last.startswith("error: could not write results") and "Traceback" not in r.stderr
         assert "No space left" in last or "too large" in last
         assert not list(small.glob(".*.tmp"))
-        by_hash(small)                         # what was written is whole and valid
+        by_hash(small)  # what was written is whole and valid
     finally:
         if mounted:
             subprocess.run(["umount", str(small)])
@@ -126,8 +143,9 @@ def test_unwritable_output_folder(tmp_path):
 def test_two_sweeps_on_one_store_split_the_work(tmp_path, reference):
     """Two sweeps on one folder: every run is trained once (claims), by one sweep or the other, and
     the records equal an unshared sweep's; no claim or temporary file is left."""
-    procs = [subprocess.Popen(cmd(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV) for _ in range(2)
+    ]
     for p in procs:
         assert p.wait() == 0
     files = list(tmp_path.glob("*.json"))
@@ -140,8 +158,8 @@ def test_two_sweeps_on_one_store_split_the_work(tmp_path, reference):
 def test_a_killed_sweeps_claims_and_temporary_files_are_cleaned_and_its_runs_retrained(tmp_path, reference):
     """A claim left by a dead process is taken over; stale temporary files are removed on start."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    store = ResultsStore(tmp_path)
     from infoflow.store import _owner
+
     owner = {**_owner(), "pid": int(dead.stdout), "start": "0"}
     first = next(iter(reference))
     tmp_path.joinpath(f".{first}.claim").write_text(json.dumps(owner))
@@ -167,21 +185,37 @@ def _checkpoint_states(folder: Path) -> set:
     for p in Path(folder).glob(".*.ckpt"):
         try:
             out.add((p.name, p.stat().st_mtime_ns))
-        except FileNotFoundError:   # removed as its records were written
+        except FileNotFoundError:  # removed as its records were written
             pass
     return out
 
 
-LONG = ["depth-separation", "--quiet", "--set", "train.steps=600", "--set", "train.eval_every=20",
-        "--set", "train.batch=32", "--set", "train.n_val=64", "--set", "ffn=16", "--set", "Ts=[6, 10]"]
+LONG = [
+    "depth-separation",
+    "--quiet",
+    "--set",
+    "train.steps=600",
+    "--set",
+    "train.eval_every=20",
+    "--set",
+    "train.batch=32",
+    "--set",
+    "train.n_val=64",
+    "--set",
+    "ffn=16",
+    "--set",
+    "Ts=[6, 10]",
+]
 
 
 def test_sigkill_inside_ensembles_resumes_from_checkpoints(tmp_path):
     """Ensembles of 600 steps saving at every evaluation (--checkpoint-every 0), killed at 12 random
     moments, many of them mid-ensemble or mid-save: the finished sweep equals an unbroken one run
     without checkpoints, and some records say which steps an earlier process trained."""
+
     def long_cmd(out, *extra):
         return [sys.executable, "-m", "infoflow.cli", "run", *LONG, "--out", str(out), *extra]
+
     ref_dir = tmp_path / "ref"
     assert subprocess.run(long_cmd(ref_dir), capture_output=True, env=ENV).returncode == 0
     reference = by_hash(ref_dir)
@@ -189,8 +223,9 @@ def test_sigkill_inside_ensembles_resumes_from_checkpoints(tmp_path):
     rng = random.Random(7)
     for _ in range(12):
         before = _checkpoint_states(out)
-        proc = subprocess.Popen(long_cmd(out, "--checkpoint-every", "0"), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=ENV)
+        proc = subprocess.Popen(
+            long_cmd(out, "--checkpoint-every", "0"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
+        )
         # wait for an event, not a guess at the machine's speed: this process has saved a state
         # (a checkpoint appeared or changed), then kill it at a random moment soon after
         while proc.poll() is None and _checkpoint_states(out) <= before:
@@ -198,7 +233,7 @@ def test_sigkill_inside_ensembles_resumes_from_checkpoints(tmp_path):
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        by_hash(out)                                  # records present are whole
+        by_hash(out)  # records present are whole
     r = subprocess.run(long_cmd(out, "--checkpoint-every", "0"), capture_output=True, text=True, env=ENV)
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     records = by_hash(out)

@@ -16,7 +16,7 @@ def _dedupe(app, pagename, templatename, context, doctree):
         if key not in seen:
             seen.add(key)
             unique.append(script)
-    scripts[:] = unique   # in place: other handlers hold the same list
+    scripts[:] = unique  # in place: other handlers hold the same list
 
 
 def setup(app):
