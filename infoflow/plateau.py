@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .paper import config_kind
+from .paper import KINDS, config_kind, dd_gap
 
 __all__ = [
     "ESCAPE_FACTOR",
@@ -155,6 +155,61 @@ def construction_rows(D: int, T: int, widths: Iterable[int], n: int = 1024, seed
                     "parameters": model.parameter_counts()["total"],
                     "nmse": float(nmse(pred, y)[0]),
                     "nmse_affine": float(nmse((design @ coef)[None], y)[0]),
+                }
+            )
+    return rows
+
+
+def _kind_values(records: Iterable[dict]) -> dict:
+    """{(D, kind): [best validation NMSE of each finished seed]}."""
+    out: dict = defaultdict(list)
+    for r in records:
+        if r["status"] == "done":
+            out[(r["config"]["target_params"]["D"], config_kind(r["config"]["label"]))].append(
+                r["metrics"]["best_val_nmse"]
+            )
+    return out
+
+
+def recipe_table(recipes: dict, third_party: dict) -> list[dict]:
+    """Table 11 side by side: one row per (D, configuration) with the third-party value and each
+    recipe's mean over seeds (None where a recipe has no such runs). ``recipes``: {name: records}."""
+    values = {name: _kind_values(recs) for name, recs in recipes.items()}
+    Ds = sorted({D for v in values.values() for D, _ in v})
+    rows = []
+    for D in Ds:
+        for kind in KINDS:
+            row = {"D": D, "configuration": kind, "third-party (T = 64)": third_party.get(D, {}).get(kind)}
+            for name, v in values.items():
+                row[name] = float(np.mean(v[(D, kind)])) if v.get((D, kind)) else None
+            rows.append(row)
+    return rows
+
+
+def goal_rows(recipes: dict, factor: float = ESCAPE_FACTOR, min_gap: float = 30.0) -> list[dict]:
+    """Per recipe and D: the gap of the means (better of (D-1,D), (D,D-1) over (D,D)), whether every
+    (D,D) seed is below ``factor`` x the best seed of the other two, and whether both goals hold
+    (gap >= ``min_gap``). ``recipes``: {name: records}."""
+    rows = []
+    for name, recs in recipes.items():
+        v = _kind_values(recs)
+        for D in sorted({D for D, _ in v}):
+            if not all(v.get((D, k)) for k in KINDS):
+                continue
+            means = {k: float(np.mean(v[(D, k)])) for k in KINDS}
+            gap = dd_gap(means)
+            best_other = min(min(v[(D, k)]) for k in KINDS[1:])
+            below = max(v[(D, "(D,D)")]) < factor * best_other
+            rows.append(
+                {
+                    "recipe": name,
+                    "D": D,
+                    "seeds_dd": len(v[(D, "(D,D)")]),
+                    "gap_of_means": gap,
+                    "worst_dd_seed": max(v[(D, "(D,D)")]),
+                    "best_other_seed": best_other,
+                    "every_dd_seed_below_a_tenth": below,
+                    "goal_met": bool(below and gap >= min_gap),
                 }
             )
     return rows

@@ -220,3 +220,26 @@ def test_escapes_are_counted_against_a_tenth_of_the_best_other_seed():
     # a head serves one pairing: two heads on the same A_i count once
     assert pairings_taken([[0.9, 0.1, 0, 0], [0.8, 0.2, 0, 0]]) == 1
     assert pairings_taken([[0.9, 0.1, 0, 0], [0.1, 0.2, 0, 0.7]]) == 2  # A_2 in its other orientation
+
+
+def test_recipes_side_by_side_and_the_goal_per_d():
+    from infoflow.plateau import goal_rows, recipe_table
+
+    recs = [
+        _record("(1,2) tuned", 2, [(10, 0.05)]),
+        _record("(2,1) tuned", 2, [(10, 0.02)]),
+        _record("(2,1) tuned", 2, [(10, 0.04)]),
+        _record("(2,2) tuned", 2, [(10, 1e-4)]),
+        _record("(2,2) tuned", 2, [(10, 3e-4)]),
+    ]
+    rows = recipe_table({"tuned": recs}, {2: {"(D,D)": 5.89e-5, "(D-1,D)": 5.89e-2, "(D,D-1)": 3.67e-2}})
+    assert [(r["configuration"], r["tuned"]) for r in rows] == [
+        ("(D,D)", pytest.approx(2e-4)),
+        ("(D-1,D)", 0.05),
+        ("(D,D-1)", pytest.approx(0.03)),
+    ]
+    assert rows[0]["third-party (T = 64)"] == 5.89e-5
+    (goal,) = goal_rows({"tuned": recs})
+    assert goal["gap_of_means"] == pytest.approx(150) and goal["every_dd_seed_below_a_tenth"] and goal["goal_met"]
+    (short,) = goal_rows({"tuned": recs + [_record("(2,2) tuned", 2, [(10, 3e-3)])]})  # one seed left behind
+    assert not short["every_dd_seed_below_a_tenth"] and not short["goal_met"]
