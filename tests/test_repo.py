@@ -41,6 +41,8 @@ def test_toc_files_exist():
     toc = yaml.safe_load(open(ROOT / "_toc.yml"))
     files = [toc["root"]] + [c["file"] for c in toc.get("chapters", [])]
     files += [c["file"] for part in toc.get("parts", []) for c in part["chapters"]]
+    files += [s["file"] for part in toc.get("parts", []) for c in part["chapters"] for s in c.get("sections", [])]
+    assert "book/notebooks/intrinsic-dimension-plateau" in files and "book/restoring-the-paper" in files
     for f in files:
         assert any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), f
 
@@ -60,7 +62,8 @@ def test_environment_mirrors_pyproject():
 def test_book_check_visits_every_page_of_the_toc(load_script):
     module = load_script("scripts/book_check.py")
     toc = yaml.safe_load(open(ROOT / "_toc.yml"))
-    n = 1 + len(toc.get("chapters", [])) + sum(len(p["chapters"]) for p in toc.get("parts", []))
+    chapters = [c for p in toc.get("parts", []) for c in p["chapters"]]
+    n = 1 + len(toc.get("chapters", [])) + len(chapters) + sum(len(c.get("sections", [])) for c in chapters)
     pages = module.toc_pages()
     assert len(pages) == n == len(set(pages))
 
