@@ -48,6 +48,23 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def _execution(device, executor, slurm, workers, share_shapes, max_members, checkpoint_every, cuda_graph):
+    """The command line's execution options as one :class:`~infoflow.runner.Execution` (None: its default)."""
+    from .runner import Execution
+
+    given = {
+        "device": device,
+        "executor": executor,
+        "slurm": slurm,
+        "workers": workers,
+        "share_shapes": share_shapes,
+        "max_members": max_members,
+        "checkpoint_every_s": checkpoint_every,
+        "cuda_graph": cuda_graph,
+    }
+    return Execution(**{k: v for k, v in given.items() if v is not None})
+
+
 def parse_int_list(text: str, field: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip() != ""]
@@ -173,22 +190,18 @@ def run(
                 mem_gb=mem_gb,
                 account=account,
             )
+        execution = _execution(
+            device, executor, slurm, workers, share_shapes, max_members, checkpoint_every, cuda_graph
+        )
         summary = run_experiment(
             experiment,
             profile,
             parse_sets(sets),
             out=out,
-            device=device,
+            execution=execution,
             progress=not quiet,
             retry_failed=retry_failed,
             log=lambda m: typer.echo(m, err=True),
-            executor=executor,
-            slurm=slurm,
-            workers=workers,
-            share_shapes=share_shapes,
-            max_members=max_members,
-            checkpoint_every_s=checkpoint_every,
-            cuda_graph=cuda_graph,
         )
     except (ConfigError, ValueError, PermissionError) as err:
         fail(str(err))
@@ -259,20 +272,16 @@ def reproduce(
             from .slurm import load_slurm_options
 
             slurm = load_slurm_options(slurm_config)
+        execution = _execution(
+            device, executor, slurm, workers, share_shapes, max_members, checkpoint_every, cuda_graph
+        )
         out = _reproduce(
             profile,
             only or None,
-            device=device,
+            execution=execution,
             figures=figures,
             progress=not quiet,
             log=lambda m: typer.echo(m, err=True),
-            executor=executor,
-            slurm=slurm,
-            workers=workers,
-            share_shapes=share_shapes,
-            max_members=max_members,
-            checkpoint_every_s=checkpoint_every,
-            cuda_graph=cuda_graph,
         )
     except (ConfigError, ValueError, PermissionError, FileNotFoundError) as err:
         fail(str(err))

@@ -430,14 +430,7 @@ class IntrinsicDimensionTuned(IntrinsicDimensionLevers):
             "ffn": 96,
             "train": {"steps": 8000, "batch": 256, "n_val": 4096, "eval_every": 200, "n_train": None},
         },
-        "quick": {
-            "Ds": [2],
-            "T": 8,
-            "E": 24,
-            "ffn": 32,
-            "seeds": [0, 1],
-            "train": {"steps": 300, "batch": 64, "n_val": 512, "eval_every": 50, "n_train": None},
-        },
+        "quick": IntrinsicDimensionLevers.profiles["quick"],
     }
 
 

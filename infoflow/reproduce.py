@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 from . import __version__
 from .experiments import EXPERIMENTS, make_experiment
 from .results import DATA_DIR, aggregate, format_rows, load_records
-from .runner import group_runs, run_experiment, train_group
+from .runner import Execution, group_runs, run_experiment, train_group
 from .store import ResultsStore, atomic_write, config_hash, provenance
 
 __all__ = ["reproduce", "write_manifest", "ingest", "verify"]
@@ -192,18 +192,13 @@ def reproduce(
     profile: str = "quick",
     only: Optional[Sequence[str]] = None,
     root: Path = DATA_DIR,
-    device: Optional[str] = None,
+    execution: Optional[Execution] = None,
     figures: bool = False,
     progress: bool = True,
     log: Callable = print,
-    executor: str = "local",
-    slurm: Optional[dict] = None,
-    workers: int = 1,
-    share_shapes: Optional[bool] = None,
-    max_members: Optional[int] = None,
-    checkpoint_every_s: Optional[float] = None,
-    cuda_graph: bool = False,
 ) -> dict:
+    """Run every experiment (or ``only`` these) under ``profile`` as ``execution`` says, write each
+    folder's table and the manifest; with ``figures``, re-execute every chapter."""
     names = list(only) if only else list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
@@ -214,21 +209,7 @@ def reproduce(
             log(f"{name}: no runs under the {profile} profile; skipped")
             continue
         out = Path(root) / name / profile
-        s = run_experiment(
-            name,
-            profile,
-            out=out,
-            device=device,
-            progress=progress,
-            log=log,
-            executor=executor,
-            slurm=slurm,
-            workers=workers,
-            share_shapes=share_shapes,
-            max_members=max_members,
-            checkpoint_every_s=checkpoint_every_s,
-            cuda_graph=cuda_graph,
-        )
+        s = run_experiment(name, profile, out=out, execution=execution, progress=progress, log=log)
         if len(s["records"]) < s["runs"]:
             log(f"{name}: {s['runs'] - len(s['records'])} run(s) without a record; rerun to finish them")
         write_table(out, s["records"])
@@ -278,7 +259,7 @@ def verify(
         with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
             fresh = ResultsStore(Path(tmp))
             for g in groups:
-                train_group(exp, g, fresh, "cpu", log=lambda m: None)
+                train_group(exp, g, fresh, Execution(device="cpu").resolved(), log=lambda m: None)
             for old in chosen:
                 new = fresh.get(old["config_hash"])
                 a, b = old["metrics"]["best_val_nmse"], new["metrics"]["best_val_nmse"] if new else None

@@ -197,11 +197,3 @@ def second_half_ratio(record: dict) -> float:
     well below 1 for a run still improving when its schedule ended."""
     vals = [v for _, v in record["curve"] if v is not None]
     return min(vals) / min(vals[: len(vals) // 2])
-
-
-def live_quick(experiment: str, root: Optional[Path] = None) -> list[dict]:
-    """Run (or load, when recorded) the quick profile of ``experiment`` into root/experiment/quick."""
-    from .runner import run_experiment
-
-    out = Path(root or DATA_DIR) / experiment / "quick"
-    return run_experiment(experiment, "quick", out=out, progress=False, log=lambda m: None)["records"]

@@ -17,6 +17,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from collections import defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,6 +33,8 @@ from .train import CHECKPOINT_EVERY_S, Checkpoint, TrainConfig, train_ensemble
 
 __all__ = [
     "run_experiment",
+    "live_quick",
+    "Execution",
     "default_device",
     "build_model",
     "group_runs",
@@ -129,50 +132,84 @@ def group_runs(runs: list[dict], share_shapes: bool = False, max_members: Option
     return out
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How a sweep runs, as one object passed whole (never part of a run's config or record hash):
+
+    - ``device``: cpu or cuda[:N] (None: cuda when present; cpu for Slurm's driver);
+    - ``executor``: local or slurm, with ``slurm`` its options (:func:`~infoflow.slurm.load_slurm_options`);
+    - ``workers``: local ensembles trained at once, each in its own process;
+    - ``share_shapes``: runs whose parameters have the same shapes share an ensemble (None: on a GPU);
+    - ``max_members``: the most runs in one ensemble;
+    - ``checkpoint_every_s``: seconds between saves of an ensemble's training state (0: every evaluation);
+    - ``cuda_graph``: replay each training step as a CUDA graph (CUDA only)."""
+
+    device: Optional[str] = None
+    executor: str = "local"
+    workers: int = 1
+    share_shapes: Optional[bool] = None
+    max_members: int = MAX_MEMBERS
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S
+    cuda_graph: bool = False
+    slurm: Optional[dict] = None
+
+    def __post_init__(self):
+        if self.executor not in ("local", "slurm"):
+            raise ValueError(f"executor must be local or slurm, got {self.executor!r}")
+        positive_int("workers", self.workers)
+        positive_int("max_members", self.max_members)
+        nonnegative("checkpoint_every", self.checkpoint_every_s, "seconds")
+
+    def resolved(self) -> "Execution":
+        """With the device checked and filled in (a ValueError names a bad one)."""
+        device = check_device(
+            self.device or ("cpu" if self.executor == "slurm" else default_device()), local=self.executor == "local"
+        )
+        if self.cuda_graph and not device.startswith("cuda"):
+            raise ValueError(f"cuda_graph needs a CUDA device (--device cuda), got {device!r}")
+        return replace(self, device=device)
+
+
 def train_group(
     exp,
     group: list[dict],
     store: ResultsStore,
-    device: str,
+    execution: Execution,
     progress: bool = False,
     log: Callable = print,
-    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
-    cuda_graph: bool = False,
 ) -> int:
-    """Train one ensemble (see :func:`group_runs`), resuming from its checkpoint if one was saved,
-    and write one record per run (``cuda_graph``: see :func:`~infoflow.train.train_ensemble`). The
-    number of runs trained is returned. The group's runs are claimed first
-    (:meth:`~infoflow.store.ResultsStore.claim`): a group another live
-    sweep holds, or whose records appeared meanwhile, is left alone. Under Slurm the ledger of
-    submitted jobs keeps a group from running twice, and a claim could not be checked across nodes,
-    so jobs there do not claim."""
+    """Train one ensemble (see :func:`group_runs`) on ``execution.device``, resuming from its checkpoint
+    if one was saved, and write one record per run (``execution.cuda_graph``: see
+    :func:`~infoflow.train.train_ensemble`). The number of runs trained is returned. The group's runs
+    are claimed first (:meth:`~infoflow.store.ResultsStore.claim`): a group another live sweep holds,
+    or whose records appeared meanwhile, is left alone. Under Slurm the ledger of submitted jobs keeps
+    a group from running twice, and a claim could not be checked across nodes, so jobs there do not
+    claim."""
     hashes = [config_hash(r) for r in group]
-    if "SLURM_JOB_ID" not in os.environ:
-        holder = store.claim(hashes)
-        if holder is not None:
-            log(
-                f"skipped: ensemble {group[0]['label']} T={group[0]['T']} ({len(group)} runs) "
-                f"is being trained by {holder}"
-            )
+    if "SLURM_JOB_ID" in os.environ:
+        _train_group(exp, group, store, execution, progress, log)
+        return len(group)
+    holder = store.claim(hashes)
+    if holder is not None:
+        log(f"skipped: ensemble {group[0]['label']} T={group[0]['T']} ({len(group)} runs) is being trained by {holder}")
+        return 0
+    try:
+        if any(store.get(h) is not None for h in hashes):
+            log(f"skipped: ensemble {group[0]['label']} T={group[0]['T']}: recorded by another sweep meanwhile")
             return 0
-        try:
-            if any(store.get(h) is not None for h in hashes):
-                log(f"skipped: ensemble {group[0]['label']} T={group[0]['T']}: recorded by another sweep meanwhile")
-                return 0
-            _train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph)
-        finally:
-            store.release(hashes)
-    else:
-        _train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph)
+        _train_group(exp, group, store, execution, progress, log)
+    finally:
+        store.release(hashes)
     return len(group)
 
 
-def _train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph) -> None:
+def _train_group(exp, group, store, execution: Execution, progress, log) -> None:
+    device, cuda_graph = execution.device, execution.cuda_graph
     seeds = [r["seed"] for r in group]
     targets, model = build_model(group, device)
     tcfg = TrainConfig(**group[0]["train"])
     before = exp.measure(model, targets[0], group[0]["T"], "init")
-    ckpt = Checkpoint(checkpoint_path(store, group), group_key(group), checkpoint_every_s)
+    ckpt = Checkpoint(checkpoint_path(store, group), group_key(group), execution.checkpoint_every_s)
     monitor = exp.monitor(model, targets, group[0]["T"])
     start = time.perf_counter()
     results = train_ensemble(
@@ -229,26 +266,16 @@ def train_group_job(
     overrides: dict,
     group: list,
     root: str,
-    device: str,
+    execution: Execution,
     threads: Optional[int] = None,
-    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
-    cuda_graph: bool = False,
 ) -> list:
     """One ensemble group in a process of its own (a Slurm job or a local worker): rebuild the
-    experiment from its name, profile and overrides, train the group, write its records."""
+    experiment from its name, profile and overrides, train the group, write its records; returns the
+    hashes of the runs it trained."""
     if threads:
         torch.set_num_threads(threads)
     exp = make_experiment(name, profile, overrides)
-    trained = train_group(
-        exp,
-        group,
-        ResultsStore(Path(root)),
-        device,
-        progress=False,
-        log=print,
-        checkpoint_every_s=checkpoint_every_s,
-        cuda_graph=cuda_graph,
-    )
+    trained = train_group(exp, group, ResultsStore(Path(root)), execution, progress=False, log=print)
     return [config_hash(r) for r in group] if trained else []
 
 
@@ -278,34 +305,21 @@ def _train_in_workers(
     overrides: dict,
     groups: list,
     store: ResultsStore,
-    device: str,
-    workers: int,
+    execution: Execution,
     progress: bool,
     log: Callable,
-    checkpoint_every_s: float,
-    cuda_graph: bool = False,
 ) -> int:
-    """Train groups concurrently in ``workers`` processes (spawned: safe with CUDA). Tiny models leave
-    a GPU launch-bound and idle, so several ensembles in flight keep it busy; on a CPU each worker
-    gets its share of the cores. A group that fails is reported; the others go on, a rerun resumes."""
-    trained = 0
-    threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 1
+    """Train groups concurrently in ``execution.workers`` processes (spawned: safe with CUDA). Tiny
+    models leave a GPU launch-bound and idle, so several ensembles in flight keep it busy; on a CPU
+    each worker gets its share of the cores. A group that fails is reported; the others go on, a
+    rerun resumes. Returns the number of runs trained."""
+    trained, workers = 0, execution.workers
+    threads = max(1, (os.cpu_count() or 1) // workers) if execution.device == "cpu" else 1
     ctx = multiprocessing.get_context("spawn")
     order = sorted(groups, key=group_cost, reverse=True)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent) as pool:
         futures = {
-            pool.submit(
-                train_group_job,
-                exp.name,
-                profile,
-                overrides,
-                g,
-                str(store.root),
-                device,
-                threads,
-                checkpoint_every_s,
-                cuda_graph,
-            ): g
+            pool.submit(train_group_job, exp.name, profile, overrides, g, str(store.root), execution, threads): g
             for g in order
         }
         for fut in tqdm(as_completed(futures), total=len(futures), disable=not progress, desc=exp.name):
@@ -320,53 +334,8 @@ def _train_in_workers(
     return trained
 
 
-def run_experiment(
-    name: str,
-    profile: str = "quick",
-    overrides: Optional[dict] = None,
-    out: Optional[Path] = None,
-    device: Optional[str] = None,
-    progress: bool = True,
-    retry_failed: bool = False,
-    log: Callable = print,
-    executor: str = "local",
-    slurm: Optional[dict] = None,
-    workers: int = 1,
-    share_shapes: Optional[bool] = None,
-    max_members: Optional[int] = None,
-    checkpoint_every_s: Optional[float] = None,
-    cuda_graph: bool = False,
-) -> dict:
-    """Run (or resume) an experiment, locally (``workers`` ensembles at a time) or on Slurm; returns
-    a summary with its records. No ensemble has more than ``max_members`` (default ``MAX_MEMBERS``).
-    ``share_shapes`` (default: on a GPU) trains runs whose parameters have the same shapes as one
-    ensemble (:func:`group_runs`): a GPU is launch-bound on these small models, so fewer, larger
-    ensembles finish sooner; a CPU is compute-bound, and smaller ensembles spread better over its
-    workers. An experiment that measures its models (probes) never shares. Each ensemble saves its
-    training state every ``checkpoint_every_s`` seconds (default ``CHECKPOINT_EVERY_S``; 0: at every
-    evaluation), and a rerun resumes it. ``cuda_graph`` replays each ensemble's training step as a CUDA
-    graph (a CUDA device only; recorded in the provenance)."""
-    positive_int("workers", workers)
-    checkpoint_every_s = (
-        CHECKPOINT_EVERY_S
-        if checkpoint_every_s is None
-        else nonnegative("checkpoint_every", checkpoint_every_s, "seconds")
-    )
-    max_members = MAX_MEMBERS if max_members is None else positive_int("max_members", max_members)
-    exp = make_experiment(name, profile, overrides)
-    if not exp.runs():
-        raise ValueError(f"{name}: no runs under profile {profile} with these settings (an empty list?)")
-    if out is not None and not str(out).strip():
-        raise ValueError("out must name a folder, got an empty string")
-    device = check_device(device or ("cpu" if executor == "slurm" else default_device()), local=executor == "local")
-    if cuda_graph and not device.startswith("cuda"):
-        raise ValueError(f"cuda_graph needs a CUDA device (--device cuda), got {device!r}")
-    store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)
-    store.ensure_writable()
-    debris = store.clean_debris()
-    if debris:
-        log(f"removed {len(debris)} leftover temporary file(s) or stale claim(s) from an interrupted sweep")
-    runs = exp.runs()
+def _todo(runs: list[dict], store: ResultsStore, retry_failed: bool, log: Callable) -> tuple[list, int]:
+    """The runs without a usable record (and, with ``retry_failed``, the failed ones), and how many are skipped."""
     todo, skipped = [], 0
     for run in runs:
         rec = store.get(config_hash(run))
@@ -376,10 +345,71 @@ def run_experiment(
             todo.append(run)
     for problem in store.problems:
         log(f"warning: {problem}")
-    if share_shapes is None:
-        share_shapes = device.startswith("cuda")
+    return todo, skipped
+
+
+def _log_sweep(
+    store: ResultsStore,
+    name: str,
+    profile: str,
+    execution: Execution,
+    trained: int,
+    groups: list,
+    share_shapes: bool,
+    wall: float,
+    recorded: int,
+) -> None:
+    """One line in the folder's sweeps.jsonl: the sweep's own wall time (with workers, less than the
+    sum of the records' wall times)."""
+    sweep = {
+        "experiment": name,
+        "profile": profile,
+        "trained": trained,
+        "ensembles": len(groups),
+        "workers": execution.workers,
+        "share_shapes": share_shapes,
+        "cuda_graph": execution.cuda_graph,
+        "wall_time_s": wall,
+        "recorded_after": recorded,
+        **provenance(execution.device),
+    }
+    with open(store.root / "sweeps.jsonl", "a") as fh:
+        fh.write(json.dumps(sweep) + "\n")
+
+
+def run_experiment(
+    name: str,
+    profile: str = "quick",
+    overrides: Optional[dict] = None,
+    out: Optional[Path] = None,
+    execution: Optional[Execution] = None,
+    progress: bool = True,
+    retry_failed: bool = False,
+    log: Callable = print,
+) -> dict:
+    """Run (or resume) an experiment as ``execution`` says (default :class:`Execution`: locally, one
+    ensemble at a time, on CUDA when present); returns a summary with its records. Runs whose
+    parameters have the same shapes share an ensemble when ``execution.share_shapes`` (default: on a
+    GPU, which is launch-bound on these small models, so fewer, larger ensembles finish sooner; a CPU
+    is compute-bound, and smaller ensembles spread better over its workers); an experiment that
+    measures or probes its models never shares. Each ensemble saves its training state every
+    ``execution.checkpoint_every_s`` seconds and a rerun resumes it."""
+    execution = (execution or Execution()).resolved()
+    exp = make_experiment(name, profile, overrides)
+    if not exp.runs():
+        raise ValueError(f"{name}: no runs under profile {profile} with these settings (an empty list?)")
+    if out is not None and not str(out).strip():
+        raise ValueError("out must name a folder, got an empty string")
+    store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)
+    store.ensure_writable()
+    debris = store.clean_debris()
+    if debris:
+        log(f"removed {len(debris)} leftover temporary file(s) or stale claim(s) from an interrupted sweep")
+    runs = exp.runs()
+    todo, skipped = _todo(runs, store, retry_failed, log)
+    share_shapes = execution.share_shapes if execution.share_shapes is not None else execution.device.startswith("cuda")
     share_shapes = share_shapes and type(exp).measure is Experiment.measure and type(exp).monitor is Experiment.monitor
-    groups = group_runs(todo, share_shapes, max_members)
+    groups = group_runs(todo, share_shapes, execution.max_members)
     expected = {checkpoint_path(store, g).name for g in groups}
     for orphan in sorted(p.name for p in store.root.glob(".*.ckpt") if p.name not in expected):
         log(
@@ -388,10 +418,10 @@ def run_experiment(
         )
     start = time.perf_counter()
     log(
-        f"{name} [{profile}] on {device}: {len(runs)} runs, {skipped} already recorded, "
+        f"{name} [{profile}] on {execution.device}: {len(runs)} runs, {skipped} already recorded, "
         f"{len(todo)} to train in {len(groups)} ensemble(s){' (shared shapes)' if share_shapes else ''} -> {store.root}"
     )
-    if executor == "slurm":
+    if execution.executor == "slurm":
         from .slurm import run_on_slurm
 
         run_on_slurm(
@@ -400,51 +430,30 @@ def run_experiment(
             overrides or {},
             groups,
             store,
-            device,
-            slurm or {},
+            execution,
             progress,
             log,
-            checkpoint_every_s,
-            cuda_graph,
             job_fn=train_group_job,
             key_fn=group_key,
         )
-    elif executor != "local":
-        raise ValueError(f"executor must be local or slurm, got {executor!r}")
         trained = len(todo)
-    elif workers > 1 and len(groups) > 1:
-        trained = _train_in_workers(
-            exp, profile, overrides or {}, groups, store, device, workers, progress, log, checkpoint_every_s, cuda_graph
-        )
+    elif execution.workers > 1 and len(groups) > 1:
+        trained = _train_in_workers(exp, profile, overrides or {}, groups, store, execution, progress, log)
     else:
         trained = sum(
-            train_group(exp, group, store, device, progress, log, checkpoint_every_s, cuda_graph)
+            train_group(exp, group, store, execution, progress, log)
             for group in tqdm(groups, disable=not progress, desc=name)
         )
     wall = round(time.perf_counter() - start, 1)
     hashes = {config_hash(r) for r in runs}
     records = [r for r in store.records() if r["config_hash"] in hashes]
-    if todo and executor == "local":
-        # the sweep's own wall time (with workers, less than the sum of the records' wall times)
-        sweep = {
-            "experiment": name,
-            "profile": profile,
-            "trained": trained,
-            "ensembles": len(groups),
-            "workers": workers,
-            "share_shapes": share_shapes,
-            "cuda_graph": cuda_graph,
-            "wall_time_s": wall,
-            "recorded_after": len(records),
-            **provenance(device),
-        }
-        with open(store.root / "sweeps.jsonl", "a") as fh:
-            fh.write(json.dumps(sweep) + "\n")
+    if todo and execution.executor == "local":
+        _log_sweep(store, name, profile, execution, trained, groups, share_shapes, wall, len(records))
     return {
         "experiment": name,
         "profile": profile,
-        "device": device,
-        "executor": executor,
+        "device": execution.device,
+        "executor": execution.executor,
         "store": str(store.root),
         "runs": len(runs),
         "skipped": skipped,
@@ -452,3 +461,12 @@ def run_experiment(
         "records": records,
         "wall_time_s": wall,
     }
+
+
+def live_quick(experiment: str, root: Optional[Path] = None) -> list[dict]:
+    """Run (or load, when recorded) the quick profile of ``experiment`` into root/experiment/quick:
+    what a chapter's live cell calls (the presentation side only reads, in :mod:`infoflow.results`)."""
+    from .results import DATA_DIR
+
+    out = Path(root or DATA_DIR) / experiment / "quick"
+    return run_experiment(experiment, "quick", out=out, progress=False, log=lambda m: None)["records"]

@@ -24,7 +24,6 @@ from typing import Callable
 from tqdm import tqdm
 
 from .store import ResultsStore, config_hash
-from .train import CHECKPOINT_EVERY_S
 
 __all__ = ["run_on_slurm", "SLURM_DEFAULTS", "load_slurm_options"]
 
@@ -90,16 +89,15 @@ def run_on_slurm(
     overrides: dict,
     groups: list,
     store: ResultsStore,
-    device: str,
-    opts: dict,
+    execution,
     progress: bool,
     log: Callable,
-    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
-    cuda_graph: bool = False,
-    job_fn: Callable = None,
-    key_fn: Callable = None,
+    job_fn: Callable,
+    key_fn: Callable,
 ) -> list:
-    """Submit (or re-attach to) one array job per sweep and wait; returns the failed job ids. ``job_fn`` trains
+    """Submit (or re-attach to) one array job per sweep and wait; returns the failed job ids.
+    ``execution`` (a :class:`~infoflow.runner.Execution`) goes to every job whole, its ``slurm`` holding
+    the job options (:func:`load_slurm_options`). ``job_fn`` trains
     one group in a Slurm task and ``key_fn`` names a group (the runner passes its own, so this module does not
     import the runner, which imports it)."""
     import shutil
@@ -113,7 +111,7 @@ def run_on_slurm(
             "(use --executor local here)"
         )
 
-    opts = {**SLURM_DEFAULTS, **opts}
+    opts = {**SLURM_DEFAULTS, **(execution.slurm or {})}
     folder = store.root / ".slurm"
     folder.mkdir(parents=True, exist_ok=True)
     ledger_path = folder / "submitted.json"
@@ -155,10 +153,7 @@ def run_on_slurm(
             [overrides] * n,
             [g for _, g in to_submit],
             [str(store.root)] * n,
-            [device] * n,
-            [None] * n,
-            [checkpoint_every_s] * n,
-            [cuda_graph] * n,
+            [execution] * n,
         )
         for (key, g), job in zip(to_submit, jobs):
             ledger[key] = str(job.job_id)

@@ -54,3 +54,15 @@ def test_bit_codec_bad_input():
         bit_codec(2, 1, 2.0)
     with pytest.raises(ValueError, match="positive"):
         bit_codec(0, 1, 0.1)
+
+
+def test_bit_codec_decodes_in_slices_as_in_one_piece():
+    """The decoder forms its units' outputs a slice of inputs at a time (memory ~ slice x units, not
+    inputs x units): the same reconstruction, and the same bound on the error."""
+    codec = bit_codec(2, 1, 2**-5)
+    x = np.random.default_rng(0).random((300, 2))
+    z = codec.encode(x)
+    whole = codec.decode(z, slice_numbers=1 << 40)
+    sliced = codec.decode(z, slice_numbers=2 ** (2 * codec.bits) * 7)  # 7 inputs per slice
+    np.testing.assert_allclose(sliced, whole, rtol=0, atol=1e-12)
+    assert np.abs(sliced - x).max() <= 2**-5

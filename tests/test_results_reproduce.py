@@ -49,39 +49,17 @@ def test_reproduce_writes_tables_and_manifest(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_run(
-        name,
-        profile,
-        out,
-        device,
-        progress,
-        log,
-        executor,
-        slurm,
-        workers,
-        share_shapes,
-        max_members,
-        checkpoint_every_s,
-        cuda_graph,
-    ):
-        calls.append((name, workers, share_shapes, max_members, checkpoint_every_s, cuda_graph))
+    def fake_run(name, profile, out, execution, progress, log):
+        calls.append((name, execution))
         out.mkdir(parents=True, exist_ok=True)
         return {"runs": 0, "trained": 0, "skipped": 0, "records": [], "wall_time_s": 0.0}
 
     monkeypatch.setattr(rep, "run_experiment", fake_run)
-    reproduce(
-        "quick",
-        only=["kth-largest"],
-        root=tmp_path,
-        log=lambda m: None,
-        workers=3,
-        max_members=5,
-        checkpoint_every_s=0,
-        cuda_graph=True,
-    )
-    assert (
-        calls == [("kth-largest", 3, None, 5, 0, True)] and (tmp_path / "kth-largest" / "quick" / "table.csv").exists()
-    )
+    from infoflow.runner import Execution
+
+    execution = Execution(workers=3, max_members=5, checkpoint_every_s=0, cuda_graph=True)
+    reproduce("quick", only=["kth-largest"], root=tmp_path, log=lambda m: None, execution=execution)
+    assert calls == [("kth-largest", execution)] and (tmp_path / "kth-largest" / "quick" / "table.csv").exists()
     manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
     assert "kth-largest/quick/table.csv" in manifest["files"] and manifest["tables"]
     with pytest.raises(ValueError, match="unknown experiment"):

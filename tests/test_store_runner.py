@@ -14,7 +14,7 @@ import pytest
 from infoflow import __version__
 from infoflow.experiments import EXPERIMENTS
 from infoflow.model import EnsembleTransformer, ModelConfig
-from infoflow.runner import group_runs, run_experiment
+from infoflow.runner import Execution, group_runs, run_experiment
 from infoflow.store import ResultsStore, config_hash, provenance, seal
 from infoflow.targets import IntrinsicDimension
 from infoflow.train import TrainConfig, train_ensemble
@@ -93,7 +93,9 @@ def test_workers_train_the_same_records_as_one_process(tmp_path):
     """--workers N: ensembles in spawned processes, the same records as a serial sweep, none twice."""
     kw = dict(progress=False, log=lambda m: None)
     serial = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "serial", **kw)
-    parallel = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "parallel", workers=2, **kw)
+    parallel = run_experiment(
+        "intrinsic-dimension", "quick", tiny(), out=tmp_path / "parallel", execution=Execution(workers=2), **kw
+    )
     assert parallel["trained"] == serial["trained"] == 12 and len(list((tmp_path / "parallel").glob("*.json"))) == 12
     by_hash = {r["config_hash"]: r for r in serial["records"]}
     for r in parallel["records"]:
@@ -101,7 +103,9 @@ def test_workers_train_the_same_records_as_one_process(tmp_path):
         assert r["metrics"]["best_val_nmse"] == pytest.approx(
             by_hash[r["config_hash"]]["metrics"]["best_val_nmse"], rel=1e-3
         )
-    again = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "parallel", workers=2, **kw)
+    again = run_experiment(
+        "intrinsic-dimension", "quick", tiny(), out=tmp_path / "parallel", execution=Execution(workers=2), **kw
+    )
     assert again["trained"] == 0 and again["skipped"] == 12
     sweeps = [json.loads(line) for line in (tmp_path / "parallel" / "sweeps.jsonl").read_text().splitlines()]
     assert len(sweeps) == 1 and sweeps[0]["workers"] == 2 and sweeps[0]["trained"] == 12
@@ -136,7 +140,13 @@ def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
         return
     # as on the GPU: runs of the same parameter shapes share ensembles
     s = run_experiment(
-        name, "paper", few, out=tmp_path, progress=False, log=lambda m: None, device="cpu", share_shapes=True
+        name,
+        "paper",
+        few,
+        out=tmp_path,
+        progress=False,
+        log=lambda m: None,
+        execution=Execution(device="cpu", share_shapes=True),
     )
     assert s["trained"] == len(exp.runs()) == len(s["records"]) > 0
     assert {r["status"] for r in s["records"]} <= {"done", "failed"}
@@ -171,9 +181,16 @@ def test_shared_shape_groups():
 
 def test_shared_shapes_train_the_same_records(tmp_path):
     kw = dict(progress=False, log=lambda m: None)
-    alone = run_experiment("intrinsic-dimension", "quick", tiny(), out=tmp_path / "a", share_shapes=False, **kw)
+    alone = run_experiment(
+        "intrinsic-dimension", "quick", tiny(), out=tmp_path / "a", execution=Execution(share_shapes=False), **kw
+    )
     shared = run_experiment(
-        "intrinsic-dimension", "quick", tiny(), out=tmp_path / "b", share_shapes=True, max_members=8, **kw
+        "intrinsic-dimension",
+        "quick",
+        tiny(),
+        out=tmp_path / "b",
+        execution=Execution(share_shapes=True, max_members=8),
+        **kw,
     )
     assert shared["trained"] == alone["trained"] == 12
     sweep = json.loads((tmp_path / "b" / "sweeps.jsonl").read_text())
@@ -358,12 +375,16 @@ def test_a_sweep_killed_inside_an_ensemble_resumes_from_its_checkpoint(tmp_path,
 
     monkeypatch.setattr(train, "lr_at", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment("specific-position", "quick", tiny(), out=tmp_path / "cut", checkpoint_every_s=0, **kw)
+        run_experiment(
+            "specific-position", "quick", tiny(), out=tmp_path / "cut", execution=Execution(checkpoint_every_s=0), **kw
+        )
     assert len(list((tmp_path / "cut").glob("*.json"))) == 1 and len(list((tmp_path / "cut").glob(".*.ckpt"))) == 1
     monkeypatch.setattr(train, "lr_at", real_lr_at)
     calls.clear()
     monkeypatch.setattr(train, "lr_at", lambda step, cfg: calls.append(step) or real_lr_at(step, cfg))
-    resumed = run_experiment("specific-position", "quick", tiny(), out=tmp_path / "cut", checkpoint_every_s=0, **kw)
+    resumed = run_experiment(
+        "specific-position", "quick", tiny(), out=tmp_path / "cut", execution=Execution(checkpoint_every_s=0), **kw
+    )
     assert resumed["trained"] == 1 and calls == list(range(10, 20))  # from the save at step 10
     assert not list((tmp_path / "cut").glob(".*.ckpt"))
     ref = {r["config_hash"]: r for r in reference["records"]}
@@ -382,7 +403,7 @@ def test_a_checkpoint_of_another_grouping_is_reported_not_used(tmp_path):
     assert any("belongs to no ensemble of this sweep" in m for m in logs)
     assert (tmp_path / ".0123456789abcdef.ckpt").exists()
     with pytest.raises(ValueError, match="checkpoint_every must be a finite number >= 0 seconds"):
-        run_experiment("specific-position", "quick", tiny(), out=tmp_path, checkpoint_every_s=-1)
+        run_experiment("specific-position", "quick", tiny(), out=tmp_path, execution=Execution(checkpoint_every_s=-1))
 
 
 def test_a_group_trained_with_cuda_graphs_writes_the_same_records(tmp_path, simulated_cuda_graphs):
@@ -398,7 +419,7 @@ def test_a_group_trained_with_cuda_graphs_writes_the_same_records(tmp_path, simu
         if graph:
             sim = simulated_cuda_graphs()
         stores[name] = ResultsStore(tmp_path / name)
-        train_group(exp, group, stores[name], "cpu", log=lambda m: None, cuda_graph=graph)
+        train_group(exp, group, stores[name], Execution(device="cpu", cuda_graph=graph), log=lambda m: None)
     assert sim.captures == 1
     for run in group:
         eager, graph = (stores[n].get(config_hash(run)) for n in ("eager", "graph"))
