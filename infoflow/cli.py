@@ -137,7 +137,8 @@ def predict(
 def run(
     experiment: Optional[str] = typer.Argument(None, help="experiment name (see --list)"),
     profile: str = typer.Option(
-        "quick", help="quick (CPU, minutes), cpu (largest scale for a 2-core CPU) or paper (SPEC §8, one GPU)"
+        "quick",
+        help="quick (CPU, minutes), cpu (largest scale for a 2-core CPU) or paper (the paper's settings, one GPU)",
     ),
     device: Optional[str] = typer.Option(None, help="cpu or cuda[:N] (default: cuda when present)"),
     out: Optional[str] = typer.Option(None, help="results folder (default runs/EXPERIMENT/PROFILE)"),

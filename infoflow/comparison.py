@@ -1,4 +1,4 @@
-"""Trees of Comparison and Number of Comparison (Sec. 5.3, Definitions 1–2, App. B, D; SPEC §6).
+"""Trees of Comparison and Number of Comparison (Sec. 5.3, Definitions 1–2, App. B, D; appendix: the InfoFlow model).
 
 * :class:`TreeOfComparison`: a full binary tree whose leaves carry ordered index sets (repetition
   allowed) and whose internal nodes keep one child's index set, chosen by a function of X.
@@ -6,7 +6,7 @@
   polynomials in T (``numpy.polynomial.Polynomial``), so that step 1 can compare leading orders.
 * :func:`model_noc_poly` / :func:`model_noc`: eq. 5 for an architecture using max-position updates.
 
-All bounds are RECONSTRUCTED (SPEC §6) unless said otherwise.
+All bounds are RECONSTRUCTED (appendix: the InfoFlow model) unless said otherwise.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The book's experiments as declarative, validated configs (pydantic), each with two profiles:
-``quick`` (CPU, seconds to minutes: tests, laptops, the book's live cells) and ``paper`` (SPEC §8's
-settings, for one GPU). Every number below that the paper lost is **our choice** (DEFAULT in
-SPEC §8); change it with ``--set key=value`` rather than in code.
+"""The book's experiments as declarative, validated configs (pydantic), each with three profiles:
+``quick`` (CPU, seconds to minutes: tests, laptops, the book's live cells), ``cpu`` (the largest scale
+for a 2-core CPU) and ``paper`` (the paper's settings as the book's appendix restores them, for one
+GPU). Every number below that the paper lost is **our choice** (DEFAULT in the appendix); change it
+with ``--set key=value`` rather than in code.
 
 An experiment expands into run configs (plain dicts, seed included) that the runner hashes, groups
 into ensembles (runs equal but for the seed) and trains.

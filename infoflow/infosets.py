@@ -1,4 +1,4 @@
-"""Information sets and their update rules (Sec. 5.1 of the paper, SPEC §4).
+"""Information sets and their update rules (Sec. 5.1 of the paper, appendix: the InfoFlow model).
 
 An InfoFlow model replaces each hidden state by the set ``I_t^(l)`` of input positions whose
 information is accessible at position ``t`` after layer ``l``. Positions run 0..T, 0 being the CLS

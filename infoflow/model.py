@@ -1,4 +1,4 @@
-"""The multi-layer Transformer of Sec. 3 (eqs. 1–2; SPEC §1, RECONSTRUCTED standard form), built as
+"""The multi-layer Transformer of Sec. 3 (eqs. 1–2; appendix: the model, RECONSTRUCTED standard form), built as
 an **ensemble**: every parameter has a leading member dimension M, so M independent models train
 as one set of batched matmuls. A single model is the M = 1 case.
 
@@ -34,7 +34,7 @@ class ModelConfig:
     ffn: int = 128  # hidden width of the FFN between layers and of the readout
     out_dim: int = 1
     pe: str = "none"  # none | additive | augmented (learned p_t)
-    activation: str = "gelu"  # DEFAULT gelu for training, tanh for the constructions (SPEC §1)
+    activation: str = "gelu"  # DEFAULT gelu for training, tanh for the constructions (appendix: the model)
     layernorm: bool = False  # App. C.3
     beta: Optional[float] = None  # softmax scaling; None → 1/sqrt(n_l)
     head_dim: Optional[int] = None  # per-head dim n_l (E_l = n_l·h_l); None → n_l = E / h_l

@@ -1,8 +1,8 @@
-"""Numbers of the paper that the book prints beside ours, with their SPEC labels.
+"""Numbers of the paper that the book prints beside ours, with their labels (book appendix, Restoring the paper).
 
 Tables 1–10 (App. C.1, C.2) are FOUND in the extracted text; their captions were lost, so only the
 head count of each table is known. Tables 11–12 are THIRD-PARTY: "as reported in a third-party
-summary of the paper" (SPEC §8); nobody here has checked them against the PDF.
+summary of the paper" (appendix: experiments); nobody here has checked them against the PDF.
 """
 
 LABELS = {

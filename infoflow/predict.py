@@ -1,11 +1,11 @@
 """The two-step estimate of Sec. 5.3 and the built-in constructions (Prop. 1, Thm 1, App. E).
 
 Step 1 (lower bound): the model's Number of Comparison (eq. 5) must reach the target's, compared
-to leading order in T (the paper's regime T ≫ L·h; SPEC §6). Step 2 (upper bound): an explicit
+to leading order in T (the paper's regime T ≫ L·h; appendix: the InfoFlow model). Step 2 (upper bound): an explicit
 InfoFlow model, i.e. a choice of update rule per head, that learns the target; its cost exponent
 (Sec. 5.2) is bounded in T unless it needs global aggregation (exponent d·T/E_l).
 
-Verdict (SPEC §6): ``efficient`` when step 1 holds and a construction without global aggregation
+Verdict (appendix: the InfoFlow model): ``efficient`` when step 1 holds and a construction without global aggregation
 learns the target; otherwise ``inefficient``, with the reason.
 """
 
@@ -52,7 +52,7 @@ PREDICT_TARGETS = (
     "first-three-sum",
     "pair-center",
 )
-DEFAULT_EMBED = 60  # DEFAULT (SPEC §8, C.4: total E = 60); only scales the cost exponent
+DEFAULT_EMBED = 60  # DEFAULT (appendix: experiments, C.4: total E = 60); only scales the cost exponent
 # The construction check evaluates the target on 2·T·d + 1 perturbed copies of each of n_check inputs, each
 # evaluation T^order (x D) numbers, and runs the InfoFlow model (about Σ_l h_l·T² scores): a budget of
 # element operations keeps a check within about 10 s and, with the target evaluated in slices of
@@ -211,8 +211,8 @@ class Prediction:
     reason: str
     labels: dict = field(
         default_factory=lambda: {
-            "noc": "RECONSTRUCTED (SPEC §6)",
-            "cost law": "RECONSTRUCTED (SPEC §5)",
+            "noc": "RECONSTRUCTED (appendix: the InfoFlow model)",
+            "cost law": "RECONSTRUCTED (appendix: the InfoFlow model)",
             "embed": f"DEFAULT {DEFAULT_EMBED} unless given",
         }
     )

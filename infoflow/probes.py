@@ -1,4 +1,4 @@
-"""Recovery probes of App. C.1–C.2 (eq. 56, SPEC §2; the normaliser is RECONSTRUCTED).
+"""Recovery probes of App. C.1–C.2 (eq. 56, appendix: error measures; the normaliser is RECONSTRUCTED).
 
 For first-layer head i and query position t, s* is the key with the largest (C.1) or second-largest
 (C.2) attention weight. The probe fits by least squares the best affine map W_i from the

@@ -118,7 +118,7 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
 
 
 PROFILE_WORDS = {
-    "paper": "paper profile (SPEC §8 settings)",
+    "paper": "paper profile (the paper's settings as the appendix restores them)",
     "cpu": "cpu profile: the largest scale that fits a 2-core CPU (our choice; the paper profile needs a GPU)",
     "quick": "quick profile (CPU, minutes)",
 }

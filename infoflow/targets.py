@@ -1,12 +1,12 @@
-"""The paper's targets (SPEC §3): pure functions of a batch of sequences, and their samplers.
+"""The paper's targets (appendix: targets): pure functions of a batch of sequences, and their samplers.
 
 Every target maps ``X`` of shape ``(..., T, d)`` to ``y`` of shape ``(...,)`` (or ``(..., out_dim)``)
 and works on numpy arrays and torch tensors alike (``infoflow.backend``). Samplers take a numpy
 ``Generator`` or a ``torch.Generator`` and draw on the generator's device, deterministically per seed.
 Positions are 1-based in the paper; arrays here are 0-based (token ``x_t`` is ``X[..., t-1, :]``).
 
-Labels follow SPEC.md: the formula of each target is RECONSTRUCTED, THIRD-PARTY or PRIOR as stated in
-its docstring; constants marked DEFAULT are our choice.
+Labels follow the book's appendix (Restoring the paper): the formula of each target is
+RECONSTRUCTED, THIRD-PARTY or PRIOR as stated in its docstring; constants marked DEFAULT are our choice.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Target:
     """A target F: R^{T×d} → R^{out_dim}. Subclasses set ``name``, ``d`` and implement ``__call__``."""
 
     name: ClassVar[str] = "target"
-    label: ClassVar[str] = ""  # SPEC label of the formula
+    label: ClassVar[str] = ""  # label of the formula (book appendix)
     d: int = 1
     out_dim: ClassVar[int] = 1
 
@@ -94,7 +94,7 @@ class Target:
 class DepthSeparation(Target):
     """Thm 1 / eq. 8: F(X) = min_{s,t} x_s^T x_t, tokens on the unit circle S^{d-1}.
 
-    RECONSTRUCTED (SPEC §3). DEFAULT d = 2.
+    RECONSTRUCTED (appendix: targets). DEFAULT d = 2.
     """
 
     name: ClassVar[str] = "depth-separation"

@@ -1,4 +1,4 @@
-"""Training many small models at once (SPEC §8 recipe): AdamW, cosine schedule with an optional
+"""Training many small models at once (appendix: experiments recipe): AdamW, cosine schedule with an optional
 constant-lr tail, MSE loss, NMSE on a fixed validation set per seed, best validation NMSE tracked.
 
 All members of an :class:`~infoflow.model.EnsembleTransformer` train in one step: the loss is the
@@ -47,7 +47,7 @@ __all__ = [
 class TrainConfig:
     steps: int = 1000
     batch: int = 256
-    lr: float = 1e-3  # THIRD-PARTY (SPEC §8)
+    lr: float = 1e-3  # THIRD-PARTY (appendix: experiments)
     weight_decay: float = 1e-2  # THIRD-PARTY
     grad_clip: float = 1.0  # DEFAULT
     tail_steps: int = 0  # constant-lr tail after the cosine (App. C.3)

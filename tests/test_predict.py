@@ -1,4 +1,4 @@
-"""The two-step estimate: the verdicts of SPEC §6 with their reasons."""
+"""The two-step estimate: the verdicts of Sec. 5.3 (as the appendix restores them) with their reasons."""
 
 import pytest
 

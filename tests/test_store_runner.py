@@ -114,7 +114,7 @@ def test_workers_train_the_same_records_as_one_process(tmp_path):
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
-    """The paper profile (SPEC §8 shapes: T up to 64, E = 60, ...) builds and trains every one of its
+    """The paper profile (the paper's shapes: T up to 64, E = 60, ...) builds and trains every one of its
     ensembles, grouped as on a GPU, here for one step on a few samples (and probes on 32 inputs, not
     2048), so the one GPU command cannot fail on a shape."""
     import infoflow.experiments as experiments
