@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from infoflow import __version__
-from infoflow.store import ResultsStore
+from infoflow.store import ResultsStore, seal
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TS = list(range(4, 28))  # 24 lengths x 4 configurations = 96 ensembles: 20 kills land mid-sweep
@@ -100,8 +100,8 @@ def test_corrupt_foreign_and_mismatched_records_are_rerun(tmp_path, reference):
     rec["config"]["seed"] = 99  # hash no longer matches
     files[1].write_text(json.dumps(rec))
     rec = json.loads(files[2].read_text())
-    rec["provenance"]["version"] = "0.0.0"  # another package version
-    files[2].write_text(json.dumps(rec))
+    rec["provenance"]["version"] = "0.0.0"  # another package version (sealed as that version would have)
+    files[2].write_text(json.dumps(seal({k: v for k, v in rec.items() if k != "content_sha256"})))
     r = run(tmp_path)
     assert "truncated" in r.stderr and "hash does not match" in r.stderr and "written by infoflow 0.0.0" in r.stderr
     assert "3 trained now" in r.stdout
