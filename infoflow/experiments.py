@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from .paper import KINDS, kind_heads, lever_of
 from .targets import TARGETS
 
 __all__ = ["TrainSpec", "Experiment", "EXPERIMENTS", "PROFILES", "make_experiment", "parse_sets", "ConfigError"]
@@ -203,7 +204,7 @@ class IntrinsicDimension(Experiment):
 
     def variants(self):
         for D in self.Ds:
-            for heads in [(D, D), (D - 1, D), (D, D - 1)]:
+            for heads in (kind_heads(kind, D) for kind in KINDS):
                 if _heads_ok(heads):
                     yield f"({heads[0]},{heads[1]})", {"D": D, "d": 4}, self.T, self.model(heads, self.E)
 
@@ -364,10 +365,9 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
         return v
 
     def variants(self):
-        shapes = {"(D,D)": lambda D: (D, D), "(D-1,D)": lambda D: (D - 1, D), "(D,D-1)": lambda D: (D, D - 1)}
         for D in self.Ds:
             for kind in self.kinds:
-                heads = shapes[kind](D)
+                heads = kind_heads(kind, D)
                 if not _heads_ok(heads):
                     continue
                 for name, lever in self.levers.items():
@@ -377,11 +377,8 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
                     model["ffn"] = self.ffn * width
                     yield f"({heads[0]},{heads[1]}) {name}", {"D": D, "d": 4}, self.T, model
 
-    def lever_of(self, label: str) -> str:
-        return label.split(" ", 1)[1]
-
     def train_for(self, label: str) -> dict:
-        lever = self.levers[self.lever_of(label)]
+        lever = self.levers[lever_of(label)]
         train = self.train.model_dump()
         steps = train["steps"]
         for key, value in lever.items():
@@ -398,7 +395,7 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
             e = err.errors()[0]
             where = ".".join(str(p) for p in e["loc"])
             raise ConfigError(
-                f"{self.name}: lever {self.lever_of(label)!r}: train{'.' + where if where else ''}: {e['msg']}"
+                f"{self.name}: lever {lever_of(label)!r}: train{'.' + where if where else ''}: {e['msg']}"
             ) from None
 
     def monitor(self, model, targets, T: int):

@@ -106,6 +106,18 @@ def config_kind(label: str) -> str:
 KINDS = ("(D,D)", "(D-1,D)", "(D,D-1)")  # the three configurations of Sec. 6.1, in Table 11's order
 
 
+def kind_heads(kind: str, D: int) -> tuple:
+    """The head counts (h1, h2) of a Sec. 6.1 configuration at D: '(D-1,D)', 3 → (2, 3)."""
+    return {"(D,D)": (D, D), "(D-1,D)": (D - 1, D), "(D,D-1)": (D, D - 1)}[kind]
+
+
+def lever_of(label: str) -> str:
+    """The recipe named after the head counts of a label: '(2,2) lr 3e-3' → 'lr 3e-3'; a plain
+    configuration label → 'paper recipe'."""
+    parts = label.split(" ", 1)
+    return parts[1] if len(parts) == 2 else "paper recipe"
+
+
 def dd_gap(errors: dict) -> float:
     """Table 11's separation at one D: the better of (D-1,D) and (D,D-1) over (D,D), from a
     {configuration: error} mapping (> 1 when (D,D) has the lowest error, as Prop. 1 predicts)."""

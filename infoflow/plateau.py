@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .paper import KINDS, config_kind, dd_gap
+from .paper import KINDS, config_kind, dd_gap, lever_of
 
 __all__ = [
     "ESCAPE_FACTOR",
@@ -29,12 +29,6 @@ __all__ = [
 ]
 
 ESCAPE_FACTOR = 0.1  # DEFAULT: "well below the others" = a tenth of the best (D-1,D) / (D,D-1) seed
-
-
-def lever_of(label: str) -> str:
-    """'(2,2) lr 3e-3' → 'lr 3e-3'; a plain configuration label → 'paper recipe'."""
-    parts = label.split(" ", 1)
-    return parts[1] if len(parts) == 2 else "paper recipe"
 
 
 def escape_step(curve, threshold: float) -> Optional[int]:

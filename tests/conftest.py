@@ -87,3 +87,31 @@ def load_script():
         return module
 
     return load
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch):
+    """``with interrupt_training(step): train_ensemble(...)``: the training stops at ``step`` as a killed
+    process would (the learning-rate schedule raises KeyboardInterrupt there; the block expects it),
+    and the schedule is the real one again after the block."""
+    import contextlib
+
+    import infoflow.train as train
+
+    real = train.lr_at
+
+    @contextlib.contextmanager
+    def at(step: int):
+        def killed(s, cfg):
+            if s == step:
+                raise KeyboardInterrupt
+            return real(s, cfg)
+
+        monkeypatch.setattr(train, "lr_at", killed)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(train, "lr_at", real)
+
+    return at

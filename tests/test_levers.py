@@ -136,9 +136,7 @@ def test_head_alignment_counts_how_often_a_head_looks_up_each_matrixs_partner():
     assert head_alignment(_Attending(torch.zeros(64, 6, dtype=torch.long)), A, X).sum() == 0  # all on the CLS
 
 
-def test_a_probed_training_resumes_with_its_probe_history(tmp_path, monkeypatch):
-    import infoflow.train as train
-
+def test_a_probed_training_resumes_with_its_probe_history(tmp_path, interrupt_training):
     cfg = TrainConfig(steps=40, batch=16, n_val=32, eval_every=10, warmup_steps=5, curriculum=[[3, 8]])
     model = lambda: EnsembleTransformer(ModelConfig(d=4, T=5, heads=(2, 2), E=8, ffn=8), members=2, seeds=[1, 2])
     X = torch.randn(2, 8, 5, 4)
@@ -149,17 +147,8 @@ def test_a_probed_training_resumes_with_its_probe_history(tmp_path, monkeypatch)
     assert [s for s, _ in reference[0]["monitored"]] == [10, 20, 30, 40]
     assert len(reference[0]["monitored"][0][1]) == 2 and len(reference[0]["monitored"][0][1][0]) == 4  # (h, 2D)
     ckpt = Checkpoint(tmp_path / "g.ckpt", key="g", every_s=0)
-    real = train.lr_at
-
-    def killed(step, c):
-        if step == 25:
-            raise KeyboardInterrupt
-        return real(step, c)
-
-    monkeypatch.setattr(train, "lr_at", killed)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_training(25):
         train_ensemble(model(), target, [1, 2], cfg, checkpoint=ckpt, monitor=probe)
-    monkeypatch.setattr(train, "lr_at", real)
     resumed = train_ensemble(model(), target, [1, 2], cfg, checkpoint=ckpt, monitor=probe)
     for a, b in zip(resumed, reference):
         a.pop("resumed"), b.pop("resumed")

@@ -349,7 +349,7 @@ def _resumable(n_train):
 @pytest.mark.parametrize("n_train", [None, 64])  # 64: the save at step 30 lands mid-epoch
 @pytest.mark.parametrize("graph", [False, True])  # True: as a (simulated) CUDA graph, captured again on resuming
 def test_a_killed_training_resumes_from_its_checkpoint_exactly(
-    tmp_path, monkeypatch, simulated_cuda_graphs, n_train, graph
+    tmp_path, interrupt_training, simulated_cuda_graphs, n_train, graph
 ):
     import infoflow.train as train
 
@@ -358,17 +358,8 @@ def test_a_killed_training_resumes_from_its_checkpoint_exactly(
     if graph:
         sim = simulated_cuda_graphs()
     ckpt = train.Checkpoint(tmp_path / "group.ckpt", key="group", every_s=0)  # saves at every evaluation
-    real_lr_at = train.lr_at
-
-    def killed_at_step_37(step, c):
-        if step == 37:
-            raise KeyboardInterrupt
-        return real_lr_at(step, c)
-
-    monkeypatch.setattr(train, "lr_at", killed_at_step_37)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupt_training(37):
         train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=ckpt, cuda_graph=graph)
-    monkeypatch.setattr(train, "lr_at", real_lr_at)
     assert torch.load(ckpt.path, weights_only=True)["step"] == 30  # the last evaluation before the kill
     logs = []
     resumed = train_ensemble(model(), targets, [1, 2, 3], cfg, checkpoint=ckpt, log=logs.append, cuda_graph=graph)
