@@ -358,6 +358,22 @@ def results(
     typer.echo(format_rows(aggregate(records), fmt))
 
 
+@app.command()
+def scorecard(
+    root: Optional[str] = typer.Option(None, "--dir", help="results root (default data/)"),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json"),
+):
+    """The reproduction scorecard: every claim of the paper, its value beside ours (from data/ or the
+    engine) and a verdict by the rule it prints first."""
+    from .scorecard import format_scorecard, scorecard as _scorecard
+
+    if fmt not in ("table", "csv", "json"):
+        fail(f"--format must be table, csv or json; got {fmt!r}")
+    if root is not None and not Path(root).is_dir():
+        fail(f"--dir {root!r} is not a folder")
+    typer.echo(format_scorecard(_scorecard(Path(root) if root else None), fmt))
+
+
 @app.callback()
 def _root():
     """InfoFlow book tools."""

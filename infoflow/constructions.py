@@ -262,3 +262,43 @@ def bit_codec(n: int, m: int, eps: float, kappa: float = math.inf) -> BitCodec:
     groups = [g for g in groups if g]
     thresholds = np.arange(1, 2**bits) / 2**bits
     return BitCodec(n=n, m=len(groups), bits=bits, enc_thresholds=thresholds, groups=groups, kappa=kappa)
+
+
+def codec_cost_rows(sizes=(1, 2, 3, 4), ms=(1, 2), ks=range(2, 9), n_points: int = 4000, max_params: float = 3e6):
+    """Thm 3 measured on the construction (d = 1): for each |I| in ``sizes``, latent width m in ``ms``
+    and eps = 2^-k, the codec's parameter count, its sup error on ``n_points`` uniform points (seeded per
+    |I|) and the upper bound m·eps^(-|I|/m) + |I|/eps with constants 1. Codecs over ``max_params`` are
+    skipped."""
+    rows = []
+    for size in sizes:
+        x = np.random.default_rng(size).random((n_points, size))
+        for m in ms:
+            for k in ks:
+                eps = 2.0**-k
+                codec = bit_codec(size, m, eps)
+                if codec.parameter_count() > max_params:
+                    continue
+                rows.append(
+                    {
+                        "I": size,
+                        "m": m,
+                        "eps": eps,
+                        "parameters": codec.parameter_count(),
+                        "sup_error": float(np.abs(codec(x) - x).max()),
+                        "bound": m * eps ** (-size / m) + size / eps,
+                    }
+                )
+    return rows
+
+
+def codec_cost_exponents(rows=None, eps_max: float = 2**-4) -> dict:
+    """Fitted exponent of parameters ~ eps^-e per (|I|, m) over the rows with eps <= ``eps_max``
+    (rows from :func:`codec_cost_rows`, computed when not given). Thm 3 predicts e = max(1, d|I|/m);
+    the construction packs whole coordinates, so it pays max(1, ceil(d|I|/m))."""
+    rows = codec_cost_rows() if rows is None else rows
+    fits = {}
+    for size, m in dict.fromkeys((r["I"], r["m"]) for r in rows):
+        rs = [r for r in rows if r["I"] == size and r["m"] == m and r["eps"] <= eps_max]
+        x = np.log([1 / r["eps"] for r in rs])
+        fits[(size, m)] = float(np.polyfit(x, np.log([r["parameters"] for r in rs]), 1)[0])
+    return fits

@@ -18,7 +18,7 @@ matplotlib.rcParams["svg.fonttype"] = "none"
 FIGURE_DIR = Path(os.environ.get("INFOFLOW_FIGURE_DIR", Path(__file__).resolve().parent.parent / "book" / "figures"))
 FORMATS = ("pdf", "svg", "png")
 
-__all__ = ["save_figure", "caption", "FIGURE_DIR", "plot_information_flow", "plot_seed_spread"]
+__all__ = ["save_figure", "caption", "FIGURE_DIR", "plot_information_flow", "plot_seed_spread", "table", "show_figure"]
 
 
 def plot_seed_spread(ax, rows, x: str, series: str = "label", logy: bool = True, markers="osD^v<>"):
@@ -119,3 +119,69 @@ def plot_information_flow(trace, ax=None, labels: Sequence[str] | None = None):
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return ax
+
+
+def _cell(value, digits: int):
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else ("yes" if value else "no")
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(_cell(v, digits)) for v in value)
+    return value
+
+
+def table(
+    rows: Iterable[Mapping],
+    columns: Mapping[str, str] | Sequence[str] | None = None,
+    name: str | None = None,
+    caption: str | None = None,
+    digits: int = 3,
+    outdir: Path | str | None = None,
+):
+    """A table for the book: ``rows`` (dicts) as a pandas Styler that renders as an HTML table, the
+    ``columns`` in order under their headers (a mapping field → header, or a list of fields), numbers to
+    ``digits`` significant digits, no index. With ``name`` the full rows (every field, full precision)
+    are also saved as ``name``.csv beside the figures, for a reader to download."""
+    import pandas as pd
+
+    rows = [dict(r) for r in rows]
+    if not rows:
+        raise ValueError(f"rows: table {name or ''!r} has no rows")
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    headers = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
+    missing = [c for c in headers if not any(c in r for r in rows)]
+    if missing:
+        raise ValueError(f"columns: {missing} not in the rows (fields: {sorted({k for r in rows for k in r})})")
+    if name is not None:
+        if not all(c.isalnum() or c in "-_" for c in name):
+            raise ValueError(f"name must be a slug of letters, digits, '-' and '_', got {name!r}")
+        outdir = Path(outdir) if outdir is not None else FIGURE_DIR
+        outdir.mkdir(parents=True, exist_ok=True)
+        with open(outdir / f"{name}.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            writer.writeheader()
+            writer.writerows(rows)
+    frame = pd.DataFrame([{h: _cell(r.get(c), digits) for c, h in headers.items()} for r in rows])
+    styler = frame.style.hide(axis="index").set_uuid(name or "table")
+    styler = styler.set_table_styles(
+        [
+            {"selector": "", "props": "font-size: 0.85em; border-collapse: collapse; margin-bottom: 0.5em"},
+            {"selector": "th, td", "props": "padding: 2px 8px; text-align: left; vertical-align: top"},
+            {"selector": "caption", "props": "caption-side: top; text-align: left; font-style: italic"},
+        ]
+    )
+    return styler.set_caption(caption) if caption else styler
+
+
+def show_figure(fig, name: str, rows: Iterable[Mapping], caption_text: str) -> None:
+    """Save ``fig`` for citing (:func:`save_figure`) and glue it under ``name`` for a numbered
+    ``{glue:figure}`` in the chapter (myst-nb), without displaying it in the cell (nor the paths,
+    which name this machine's folders)."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    save_figure(fig, name, rows, caption_text)
+    glue(name, fig, display=False)
+    plt.close(fig)

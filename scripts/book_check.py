@@ -1,8 +1,11 @@
 """Open every page of the table of contents in headless Chromium and check it as a reader would.
 
 Serves the built HTML on 127.0.0.1, then for each page: it loads (HTTP 200), no console errors or
-failed requests, every image loaded and visible, every internal link resolves, MathJax rendered
-(no raw $$ or \\( left outside code), one screenshot per page in --screens.
+failed requests, every image loaded and visible, every internal link resolves (its #section too), MathJax rendered
+(no raw $$ or \\( left outside code), no output or table wider than the text column (cut off or
+scrolled), every image of a cell output inside a numbered figure, no reference to the working note
+"SPEC" (the book's account is its appendix), and the scorecard page present with its table; one
+screenshot per page in --screens.
 
 Usage: python scripts/book_check.py _build/html --screens _build/screens
 Uses Debian's chromium (/usr/bin/chromium); nothing is downloaded.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import http.server
 import shutil
 import sys
@@ -20,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 import yaml
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
@@ -42,6 +46,34 @@ TEXT_OUTSIDE_CODE = """() => {
 }"""
 
 
+# Output blocks, tables and code listings whose content is wider than the box the column gives them.
+OVERFLOWING = """() => {
+  const main = document.querySelector('main') || document.body;
+  const column = main.querySelector('article') || main;
+  const right = column.getBoundingClientRect().right + 2;
+  const found = [];
+  main.querySelectorAll('.cell_output pre, .cell_output table, .cell_output img, main table, .output pre')
+    .forEach(e => {
+      if (e.closest('.toggle-details__container, details:not([open]), .tag_hide-input .cell_input')) return;
+      const box = e.getBoundingClientRect();
+      if (box.width === 0) return;
+      if (e.scrollWidth > e.clientWidth + 2 || box.right > right) {
+        found.push(e.tagName.toLowerCase() + ' ' + Math.max(e.scrollWidth, Math.round(box.width)) + ' px: '
+                   + (e.innerText || e.getAttribute('src') || '').trim().slice(0, 60).replace(/\\s+/g, ' '));
+      }
+    });
+  return found;
+}"""
+
+# Images a cell printed that are not inside a numbered figure (myst-nb glue:figure or a figure directive).
+UNNUMBERED_IMAGES = """() => Array.from(document.querySelectorAll('main img')).filter(i => {
+  const fig = i.closest('figure');
+  return !(fig && fig.querySelector('figcaption .caption-number'));
+}).map(i => i.getAttribute('src'))"""
+
+SCORECARD_PAGE = "book/notebooks/scorecard.html"
+
+
 def toc_pages() -> list[str]:
     toc = yaml.safe_load(open(ROOT / "_toc.yml"))
     files = [toc["root"]]
@@ -50,6 +82,12 @@ def toc_pages() -> list[str]:
         files.append(chapter["file"])
         files += [s["file"] for s in chapter.get("sections", [])]
     return [f + ".html" for f in files]
+
+
+@functools.lru_cache(maxsize=None)
+def anchors(page: Path) -> str:
+    """The HTML of a built page, to look up the ids a link's #fragment may name."""
+    return page.read_text(errors="replace")
 
 
 def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -75,7 +113,10 @@ def check_page(page, base: str, rel: str, html_dir: Path, screens: Path) -> list
         return [f"{rel}: HTTP {response.status if response else 'no response'}"]
     has_math = page.evaluate("() => document.querySelectorAll('.math, .MathJax, mjx-container').length") > 0
     if has_math:
-        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20000)
+        try:
+            page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20000)
+        except PlaywrightTimeout:
+            return [f"{rel}: math on the page (perhaps in the sidebar) but MathJax is not loaded: raw TeX shown"]
         page.evaluate("() => MathJax.startup.promise")
         if page.evaluate("() => document.querySelectorAll('mjx-container').length") == 0:
             problems.append(f"{rel}: math present but MathJax rendered nothing")
@@ -88,6 +129,14 @@ def check_page(page, base: str, rel: str, html_dir: Path, screens: Path) -> list
     for img in images:
         if not img["ok"] or img["w"] <= 0:
             problems.append(f"{rel}: broken or invisible image {img['src']}")
+    for block in page.evaluate(OVERFLOWING):
+        problems.append(f"{rel}: wider than the column: {block}")
+    for src in page.evaluate(UNNUMBERED_IMAGES):
+        problems.append(f"{rel}: image without a numbered caption: {src}")
+    if re.search(r"\bSPEC\b", page.evaluate("() => (document.querySelector('main') || document.body).innerText")):
+        problems.append(f"{rel}: mentions SPEC, a working note the reader cannot see (cite the appendix)")
+    if rel == SCORECARD_PAGE and page.evaluate("() => document.querySelectorAll('main table tbody tr').length") < 5:
+        problems.append(f"{rel}: the scorecard page has no table of claims")
     links = page.evaluate("() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
     for href in links:
         parsed = urlparse(href)
@@ -98,6 +147,8 @@ def check_page(page, base: str, rel: str, html_dir: Path, screens: Path) -> list
             target = target / "index.html"
         if not target.exists():
             problems.append(f"{rel}: broken internal link {href}")
+        elif parsed.fragment and target.suffix == ".html" and f'id="{parsed.fragment}"' not in anchors(target):
+            problems.append(f"{rel}: link to a missing section {href}")
     problems += [f"{rel}: console error: {c}" for c in console]
     problems += [f"{rel}: failed request: {u}" for u in failed]
     shot = screens / (rel.replace("/", "__").removesuffix(".html") + ".png")
@@ -110,6 +161,7 @@ def main() -> int:
     ap.add_argument("html", type=Path)
     ap.add_argument("--screens", type=Path, default=Path("_build/screens"))
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    ap.add_argument("--only", action="append", default=[], help="check only pages whose path contains this")
     args = ap.parse_args()
     if not (args.html / "index.html").exists():
         print(f"error: {args.html}/index.html not found: run make book first", file=sys.stderr)
@@ -118,8 +170,12 @@ def main() -> int:
         print(f"error: no chromium at {args.chromium}: apt-get install chromium", file=sys.stderr)
         return 2
     args.screens.mkdir(parents=True, exist_ok=True)
-    server, base = serve(args.html)
     pages, problems = toc_pages(), []
+    if SCORECARD_PAGE not in pages:
+        problems.append(f"{SCORECARD_PAGE}: not in _toc.yml (the reproduction scorecard page is missing)")
+    if args.only:
+        pages = [p for p in pages if any(o in p for o in args.only)]
+    server, base = serve(args.html)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)

@@ -1,0 +1,93 @@
+"""The reproduction scorecard: verdicts follow the stated rule on the records given, claims without
+records are "not run", the CLI prints the same rows; the book's table helper."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from infoflow.cli import app
+from infoflow.constructions import codec_cost_exponents, codec_cost_rows
+from infoflow.experiments import make_experiment
+from infoflow.figures import table
+from infoflow.scorecard import RULE, VERDICTS, claim, format_scorecard, scorecard
+from infoflow.store import ResultsStore, config_hash, provenance
+
+
+def write_records(root, experiment, profile, nmse):
+    """A valid record for every run of ``experiment`` at ``profile``, best validation NMSE ``nmse(config)``."""
+    store = ResultsStore(root / experiment / profile)
+    for cfg in make_experiment(experiment, profile).runs():
+        store.write(
+            {
+                "config": cfg,
+                "config_hash": config_hash(cfg),
+                "status": "done",
+                "metrics": {"best_val_nmse": nmse(cfg), "final_train_nmse": nmse(cfg), "steps": 10},
+                "provenance": provenance(seed=cfg["seed"]),
+                "curve": [[10, nmse(cfg)]],
+            }
+        )
+
+
+def test_a_claim_without_records_is_not_run(tmp_path):
+    for name in ("thm1", "thm2", "app_c3", "table11", "table12", "sec62_order"):
+        row = claim(name, tmp_path)
+        assert row.verdict == "not run" and "none in data/" in row.evidence, name
+
+
+@pytest.mark.parametrize(
+    "with_pe, without_pe, verdict",
+    [(1e-4, 0.7, "reproduced"), (0.05, 0.7, "not reproduced"), (1e-4, 0.1, "not reproduced")],
+)
+def test_the_verdict_follows_the_records(tmp_path, with_pe, without_pe, verdict):
+    nmse = {"none": without_pe, "additive": with_pe}
+    write_records(tmp_path, "specific-position", "quick", lambda c: nmse[c["model"]["pe"]])
+    row = claim("app_c3", tmp_path)
+    assert row.verdict == verdict and "specific-position [quick]" in row.evidence
+    assert f"{without_pe:.2f}" in row.ours
+
+
+def balanced(config):
+    return len(set(config["model"]["heads"])) == 1  # (D,D)
+
+
+def test_direction_without_size_is_partly(tmp_path):
+    # (D,D) lowest at every D, but by 2x rather than the third-party 188-623x
+    write_records(tmp_path, "intrinsic-dimension", "quick", lambda c: 0.01 if balanced(c) else 0.02)
+    row = claim("table11", tmp_path)
+    assert row.verdict == "partly" and "gap 2.0" in row.ours
+    write_records(tmp_path, "intrinsic-dimension", "quick", lambda c: 0.03 if balanced(c) else 0.02)
+    assert claim("table11", tmp_path).verdict == "not reproduced"
+
+
+def test_unknown_claim_is_named():
+    with pytest.raises(ValueError, match="claim must be one of"):
+        claim("thm9")
+
+
+def test_the_construction_pays_its_integer_packing():
+    fits = codec_cost_exponents(codec_cost_rows(sizes=(1, 2), ms=(1, 2), ks=range(2, 8)))
+    assert fits[(2, 1)] == pytest.approx(2, abs=0.3) and fits[(2, 2)] == pytest.approx(1, abs=0.3)
+
+
+def test_cli_prints_every_claim_with_the_rule(tmp_path):
+    out = CliRunner().invoke(app, ["scorecard", "--dir", str(tmp_path), "--format", "json"])
+    rows = json.loads(out.stdout)
+    assert out.exit_code == 0 and [r["key"] for r in rows] == [r.key for r in scorecard(tmp_path)]
+    assert all(r["verdict"] in VERDICTS and r["link"].endswith("#" + r["anchor"]) for r in rows)
+    text = format_scorecard(scorecard(tmp_path))
+    assert text.startswith(f"verdict rule: {RULE}") and "not run" in text
+    bad = CliRunner().invoke(app, ["scorecard", "--format", "xml"])
+    assert bad.exit_code == 2 and "--format must be table, csv or json" in bad.output
+
+
+def test_table_formats_saves_and_names_bad_columns(tmp_path):
+    rows = [{"a": 0.123456, "b": "x", "c": [1, 2]}, {"a": 2.0, "b": "y", "c": None}]
+    html = table(rows, {"a": "A", "c": "C"}, name="t1", outdir=tmp_path).to_html()
+    assert "0.123" in html and "0.123456" not in html and ">A<" in html and "1, 2" in html and ">b<" not in html
+    assert (tmp_path / "t1.csv").read_text().splitlines()[1] == '0.123456,x,"[1, 2]"'
+    with pytest.raises(ValueError, match="columns"):
+        table(rows, ["nope"])
+    with pytest.raises(ValueError, match="no rows"):
+        table([], ["a"])
