@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional, Sequence
 
+import textwrap
+
 import numpy as np
 
 from .comparison import asymptotically_at_least, comparison_profile, leading_term, model_noc, model_noc_poly
@@ -220,7 +222,9 @@ class Prediction:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def report(self) -> str:
+    def report(self, width: int | None = 100) -> str:
+        """The estimate as text, one field per line; lines longer than ``width`` characters wrap
+        under their field (None: no wrapping)."""
         head = f"{self.target} {self.params}  T={self.T}  heads={tuple(self.heads)}  E={tuple(self.embed)}  d={self.d}"
         mh = "none (no fixed head count passes step 1)" if self.min_heads is None else str(self.min_heads)
         lines = [
@@ -237,7 +241,12 @@ class Prediction:
             f"  verdict         {'EFFICIENT' if self.efficient else 'NOT EFFICIENT'}: {self.reason}",
             f"  min first-layer heads (step 1): {mh}",
         ]
-        return "\n".join(lines)
+        if width is None:
+            return "\n".join(lines)
+        indent = " " * 18
+        return "\n".join(
+            "\n".join(textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)) for line in lines
+        )
 
 
 def _fmt_leading(p) -> str:

@@ -37,6 +37,17 @@ def test_notebooks_are_executed(md):
     assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
 
 
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_every_table_a_cell_builds_is_shown(md):
+    """A cell that builds a table with infoflow.figures.table shows it: the call is the cell's last
+    statement, so the notebook holds its HTML (a table followed by more statements is never displayed)."""
+    nb = jupytext.read(ROOT / "book" / "notebooks" / f"{md.stem}.ipynb")
+    for cell in (c for c in nb.cells if c.cell_type == "code"):
+        if re.search(r"^table\(", cell.source, re.M):
+            shown = any("text/html" in o.get("data", {}) for o in cell.get("outputs", []))
+            assert shown, f"{md.name}: a table( call is not the last statement of its cell:\n{cell.source[:200]}"
+
+
 def test_toc_files_exist():
     toc = yaml.safe_load(open(ROOT / "_toc.yml"))
     files = [toc["root"]] + [c["file"] for c in toc.get("chapters", [])]
