@@ -26,6 +26,13 @@ __all__ = [
     "escaped_by_step",
     "pairings_taken",
     "construction_rows",
+    "d_and_kind",
+    "kind_values",
+    "table11_rows",
+    "gaps_of_means",
+    "plot_third_party",
+    "recipe_table",
+    "goal_rows",
 ]
 
 ESCAPE_FACTOR = 0.1  # DEFAULT: "well below the others" = a tenth of the best (D-1,D) / (D,D-1) seed
@@ -154,21 +161,71 @@ def construction_rows(D: int, T: int, widths: Iterable[int], n: int = 1024, seed
     return rows
 
 
-def _kind_values(records: Iterable[dict]) -> dict:
-    """{(D, kind): [best validation NMSE of each finished seed]}."""
-    out: dict = defaultdict(list)
+def d_and_kind(record: dict) -> tuple:
+    """(D, Table 11 configuration) of a Sec. 6.1 record: (3, '(D-1,D)') for a (2,3) run at D = 3."""
+    return record["config"]["target_params"]["D"], config_kind(record["config"]["label"])
+
+
+def kind_values(records: Iterable[dict], seeds: Optional[Iterable[int]] = None) -> dict:
+    """{(D, kind): [best validation NMSE of each finished seed, by seed]} (only ``seeds`` if given)."""
+    keep = None if seeds is None else set(seeds)
+    pairs: dict = defaultdict(list)
     for r in records:
-        if r["status"] == "done":
-            out[(r["config"]["target_params"]["D"], config_kind(r["config"]["label"]))].append(
-                r["metrics"]["best_val_nmse"]
-            )
-    return out
+        if r["status"] == "done" and (keep is None or r["config"]["seed"] in keep):
+            pairs[d_and_kind(r)].append((r["config"]["seed"], r["metrics"]["best_val_nmse"]))
+    return {k: [v for _, v in sorted(p)] for k, p in pairs.items()}
+
+
+def table11_rows(records: Iterable[dict], third_party: Optional[dict] = None) -> list[dict]:
+    """Table 11 from records: one row per (D, configuration) with the number of seeds, the mean, best
+    and worst seed's best validation NMSE and, with ``third_party`` ({D: {kind: value}}), its value."""
+    values = kind_values(records)
+    rows = []
+    for D in sorted({D for D, _ in values}):
+        for kind in KINDS:
+            v = values.get((D, kind))
+            if not v:
+                continue
+            row = {
+                "D": D,
+                "configuration": kind,
+                "seeds": len(v),
+                "mean": float(np.mean(v)),
+                "best": min(v),
+                "worst": max(v),
+            }
+            if third_party is not None:
+                row["third-party (T = 64)"] = third_party.get(D, {}).get(kind)
+            rows.append(row)
+    return rows
+
+
+def gaps_of_means(records: Iterable[dict], seeds: Optional[Iterable[int]] = None) -> dict:
+    """{D: Table 11's gap, the better mean of (D-1,D), (D,D-1) over the (D,D) mean} for every D with all
+    three configurations (only ``seeds`` if given)."""
+    values = kind_values(records, seeds)
+    Ds = sorted({D for D, _ in values if all(values.get((D, k)) for k in KINDS)})
+    return {D: dd_gap({k: float(np.mean(values[(D, k)])) for k in KINDS}) for D in Ds}
+
+
+def plot_third_party(ax, third_party: dict, kinds=KINDS, label: str = "third-party (T = 64)") -> list[dict]:
+    """Draw Table 11's values on ``ax`` against D: crosses on dotted lines, coloured per configuration
+    as C0, C1, C2 (one legend entry, ``label``); returns them as figure rows for the CSV."""
+    Ds = sorted(third_party)
+    rows = []
+    for j, kind in enumerate(kinds):
+        color = f"C{KINDS.index(kind)}"
+        ax.plot(Ds, [third_party[D][kind] for D in Ds], "x:", color=color, label=label if j == 0 else None)
+        rows += [
+            {"D": D, "config": kind, "source": "third-party mean", "best_val_nmse": third_party[D][kind]} for D in Ds
+        ]
+    return rows
 
 
 def recipe_table(recipes: dict, third_party: dict) -> list[dict]:
     """Table 11 side by side: one row per (D, configuration) with the third-party value and each
     recipe's mean over seeds (None where a recipe has no such runs). ``recipes``: {name: records}."""
-    values = {name: _kind_values(recs) for name, recs in recipes.items()}
+    values = {name: kind_values(recs) for name, recs in recipes.items()}
     Ds = sorted({D for v in values.values() for D, _ in v})
     rows = []
     for D in Ds:
@@ -186,7 +243,7 @@ def goal_rows(recipes: dict, factor: float = ESCAPE_FACTOR, min_gap: float = 30.
     (gap >= ``min_gap``). ``recipes``: {name: records}."""
     rows = []
     for name, recs in recipes.items():
-        v = _kind_values(recs)
+        v = kind_values(recs)
         for D in sorted({D for D, _ in v}):
             if not all(v.get((D, k)) for k in KINDS):
                 continue

@@ -232,3 +232,38 @@ def test_recipes_side_by_side_and_the_goal_per_d():
     assert goal["gap_of_means"] == pytest.approx(150) and goal["every_dd_seed_below_a_tenth"] and goal["goal_met"]
     (short,) = goal_rows({"tuned": recs + [_record("(2,2) tuned", 2, [(10, 3e-3)])]})  # one seed left behind
     assert not short["every_dd_seed_below_a_tenth"] and not short["goal_met"]
+
+
+def test_table11_rows_and_gaps_from_records_per_seed():
+    from infoflow.plateau import gaps_of_means, kind_values, plot_third_party, table11_rows
+
+    def rec(label, D, seed, value):
+        return {
+            "config": {"label": label, "target_params": {"D": D}, "seed": seed},
+            "status": "done",
+            "metrics": {"best_val_nmse": value, "steps": 10},
+        }
+
+    records = [rec("(2,2)", 2, 1, 0.002), rec("(2,2)", 2, 0, 0.004), rec("(1,2)", 2, 0, 0.03), rec("(2,1)", 2, 0, 0.02)]
+    records += [rec("(1,2)", 2, 1, 0.05), rec("(2,1)", 2, 1, 0.04), rec("(3,3)", 3, 0, 0.01)]  # D = 3 incomplete
+    failed = {**rec("(2,2)", 2, 2, None), "status": "failed"}
+    assert kind_values(records + [failed])[(2, "(D,D)")] == [0.004, 0.002]  # by seed, failed runs left out
+    rows = table11_rows(records, {2: {"(D,D)": 6e-5}})
+    dd = next(r for r in rows if r["D"] == 2 and r["configuration"] == "(D,D)")
+    assert (dd["seeds"], dd["mean"], dd["best"], dd["worst"]) == (2, pytest.approx(0.003), 0.002, 0.004)
+    assert dd["third-party (T = 64)"] == 6e-5 and len(rows) == 4
+    assert gaps_of_means(records) == {2: pytest.approx(0.03 / 0.003)}  # D = 3 lacks two configurations
+    assert gaps_of_means(records, seeds=[0]) == {2: pytest.approx(0.02 / 0.004)}
+
+    class Axes:
+        def __init__(self):
+            self.lines = []
+
+        def plot(self, x, y, fmt, color, label):
+            self.lines.append((list(x), list(y), color, label))
+
+    ax = Axes()
+    third = {2: {"(D,D)": 1e-4, "(D-1,D)": 1e-2, "(D,D-1)": 2e-2}, 3: {"(D,D)": 2e-4, "(D-1,D)": 3e-2, "(D,D-1)": 4e-2}}
+    out = plot_third_party(ax, third)
+    assert [c for _, _, c, _ in ax.lines] == ["C0", "C1", "C2"] and [lab for *_, lab in ax.lines].count(None) == 2
+    assert len(out) == 6 and {r["source"] for r in out} == {"third-party mean"}
