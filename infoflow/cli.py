@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .predict import PREDICT_TARGETS, predict as _predict
+from .predict import predict as _predict, predict_targets
 
 app = typer.Typer(
     add_completion=False,
@@ -77,7 +77,7 @@ def parse_int_list(text: str, field: str) -> list[int]:
 
 @app.command()
 def predict(
-    target: Optional[str] = typer.Option(None, help=f"one of: {', '.join(PREDICT_TARGETS)}"),
+    target: Optional[str] = typer.Option(None, help="a registered target (infoflow predict --list)"),
     T: int = typer.Option(64, "--T", help="sequence length"),
     heads: str = typer.Option("4,4", help="heads per layer, e.g. 4,4"),
     layers: Optional[int] = typer.Option(None, help="number of layers (default: length of --heads)"),
@@ -91,13 +91,13 @@ def predict(
 ):
     """Two-step estimate (Sec. 5.3) for a target and a Transformer architecture."""
     if list_targets:
-        for name in PREDICT_TARGETS:
+        for name in predict_targets():
             typer.echo(name)
         return
     if target is None:
-        fail(f"--target is required; allowed: {', '.join(PREDICT_TARGETS)}")
-    if target not in PREDICT_TARGETS:
-        fail(f"--target {target!r} is unknown; allowed: {', '.join(PREDICT_TARGETS)}")
+        fail(f"--target is required; allowed: {', '.join(predict_targets())}")
+    if target not in predict_targets():
+        fail(f"--target {target!r} is unknown; allowed: {', '.join(predict_targets())}")
     if T < 1:
         fail(f"--T must be a positive integer, got {T}")
     h = parse_int_list(heads, "heads")
@@ -380,6 +380,11 @@ def _root():
 
 
 def main() -> None:
+    from . import PLUGIN_ERROR
+
+    if PLUGIN_ERROR:
+        typer.echo(f"error: {PLUGIN_ERROR}", err=True)
+        sys.exit(2)
     app()
 
 

@@ -175,6 +175,19 @@ PROFILES: dict[str, ComparisonProfile] = {
         trees=_depth_trees,
         source="ours, by the argument of App. D.1: one tree over the C(T,2) unordered pairs of distinct tokens",
     ),
+    "single-center": ComparisonProfile(
+        "single-center",
+        1,
+        1,
+        noc_lower=lambda p: P([-1, 1]),
+        noc_upper=lambda p: P([-1, 1]),
+        trees=lambda T, params, target: [
+            TreeOfComparison.from_leaves(
+                [(t,) for t in range(1, T + 1)], key=lambda X, I: float(np.linalg.norm(X[I[0] - 1])), mode="min"
+            )
+        ],
+        source="ours: one tree of T singleton leaves, min ‖x_t‖; T − 1 comparisons",
+    ),
     "pair-center": ComparisonProfile(
         "pair-center",
         2,
@@ -202,9 +215,14 @@ PROFILES: dict[str, ComparisonProfile] = {
 
 
 def comparison_profile(name: str) -> ComparisonProfile:
-    if name not in PROFILES:
-        raise ValueError(f"no comparison profile for target {name!r}; allowed: {', '.join(sorted(PROFILES))}")
-    return PROFILES[name]
+    """The comparison profile of the registered target ``name`` (its class's ``comparison_profile``)."""
+    from .targets import TARGETS
+
+    profile = TARGETS[name].comparison_profile() if name in TARGETS else None
+    if profile is None:
+        allowed = sorted(n for n, cls in TARGETS.items() if cls.comparison_profile() is not None)
+        raise ValueError(f"no comparison profile for target {name!r}; allowed: {', '.join(allowed)}")
+    return profile
 
 
 def set_size_bounds(heads: Sequence[int]) -> tuple[list[int], list[int]]:

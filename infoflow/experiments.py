@@ -26,7 +26,16 @@ from pydantic import (
 from .paper import KINDS, kind_heads, lever_of
 from .targets import TARGETS
 
-__all__ = ["TrainSpec", "Experiment", "EXPERIMENTS", "PROFILES", "make_experiment", "parse_sets", "ConfigError"]
+__all__ = [
+    "TrainSpec",
+    "Experiment",
+    "EXPERIMENTS",
+    "PROFILES",
+    "make_experiment",
+    "parse_sets",
+    "register_experiment",
+    "ConfigError",
+]
 
 
 class ConfigError(ValueError):
@@ -124,6 +133,10 @@ class Experiment(BaseModel):
         """The training settings of a variant (the experiment's own unless a subclass varies them)."""
         return self.train.model_dump()
 
+    def target_for(self, label: str) -> str:
+        """The target of a variant (the experiment's ``target`` unless a subclass varies it)."""
+        return self.target
+
     def runs(self) -> list[dict]:
         out = []
         for label, params, T, model in self.variants():
@@ -133,7 +146,7 @@ class Experiment(BaseModel):
                     {
                         "experiment": self.name,
                         "label": label,
-                        "target": self.target,
+                        "target": self.target_for(label),
                         "target_params": params,
                         "T": T,
                         "model": _drop_later_defaults("model", model),
@@ -466,6 +479,38 @@ class PairCenter(TriangleCenter):
     target: ClassVar[str] = "pair-center"
 
 
+class ComparisonOrder(TriangleCenter):
+    """Beyond the paper, the control of Sec. 6.2's explanation: one model size on three targets with the
+    input law of triangle-center that differ only in their order of comparison, min ‖x_t‖ (order 1),
+    min ‖x_s + x_t‖ (2) and min ‖x_t1 + x_t2 + x_t3‖ (3), across T (sizes and budget: our choice)."""
+
+    name: ClassVar[str] = "comparison-order"
+    description: ClassVar[str] = "Beyond the paper: orders of comparison 1, 2, 3 with one input law and one model"
+    target: ClassVar[str] = "triangle-center"
+    orders: ClassVar[dict] = {1: "single-center", 2: "pair-center", 3: "triangle-center"}
+    Ts: list[PositiveInt] = [4, 8, 16, 32]
+    sizes: list[tuple[PositiveInt, PositiveInt, PositiveInt]] = [(4, 4, 24)]
+    profiles: ClassVar[dict] = {
+        "paper": {"Ts": [8, 16, 32, 64]},
+        "cpu": {"seeds": [0, 1, 2], "train": {"steps": 2000, "batch": 128, "n_val": 2048, "eval_every": 100}},
+        "quick": {
+            "Ts": [4, 8],
+            "seeds": [0],
+            "ffn": 64,
+            "train": {"steps": 300, "batch": 128, "n_val": 1024, "eval_every": 50, "lr": 3e-3},
+        },
+    }
+
+    def target_for(self, label: str) -> str:
+        return self.orders[int(label.split(":")[0].removeprefix("order "))]
+
+    def variants(self):
+        for T in self.Ts:
+            for order, target in self.orders.items():
+                for h1, h2, E in self.sizes:
+                    yield f"order {order}: {target}, ({h1},{h2}),E={E}", {}, T, self.model((h1, h2), E)
+
+
 class DepthSeparation(Experiment):
     name: ClassVar[str] = "depth-separation"
     description: ClassVar[str] = "Thm 1: one-layer (h = 1, 2, 4) vs two-layer one-head models on eq. 8 across T"
@@ -556,6 +601,25 @@ class Probes(Experiment):
             yield f"({h1},{h2})", {"D": self.D, "d": 4}, self.T, self.model((h1, h2), self.E, head_dim=self.head_dim)
 
 
+class ProbesPaperShapes(Probes):
+    """App. C.1-C.2 at the paper's shapes (T = 32, head dimension 8, E = 64, the six configurations,
+    3 seeds) on a CPU budget: fewer steps and a smaller batch than the paper profile of ``probes``
+    (our choice, DEFAULT). Its paper profile is that of ``probes``."""
+
+    name: ClassVar[str] = "probes-paper-shapes"
+    description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes (T = 32, head dim 8) on a CPU budget"
+    profiles: ClassVar[dict] = {
+        "paper": {},
+        "cpu": {"train": {"steps": 6000, "batch": 128, "n_val": 2048, "eval_every": 250}},
+        "quick": {
+            "T": 8,
+            "seeds": [0],
+            "configs": [(5, 5), (6, 6)],
+            "train": {"steps": 60, "batch": 64, "n_val": 256, "eval_every": 30},
+        },
+    }
+
+
 class SpecificPosition(Experiment):
     name: ClassVar[str] = "specific-position"
     description: ClassVar[str] = (
@@ -615,23 +679,47 @@ class SpecificPosition(Experiment):
             yield f"pe={pe}", {"d": 2}, self.T, self.model([1], self.E, pe=pe, layernorm=True)
 
 
-EXPERIMENTS: dict[str, type[Experiment]] = {
-    c.name: c
-    for c in (
-        DepthSeparation,
-        KthLargest,
-        Probes,
-        SpecificPosition,
-        IntrinsicDimension,
-        IntrinsicDimensionDeep,
-        IntrinsicDimensionLong,
-        IntrinsicDimensionWide,
-        IntrinsicDimensionLevers,
-        IntrinsicDimensionTuned,
-        TriangleCenter,
-        PairCenter,
-    )
-}
+EXPERIMENTS: dict[str, type[Experiment]] = {}  # the registry `infoflow run` and `reproduce` read
+
+
+def register_experiment(cls: type[Experiment]) -> type[Experiment]:
+    """Register an experiment class under its ``name`` (use as a class decorator). Its ``target`` must
+    be a registered target (:func:`infoflow.targets.register_target`); a name taken by another class
+    is refused (the same class defined again replaces it)."""
+    if not (isinstance(cls, type) and issubclass(cls, Experiment)):
+        raise TypeError(f"register_experiment takes an Experiment subclass, got {cls!r}")
+    if not cls.name or not all(c.isalnum() or c == "-" for c in cls.name):
+        raise ValueError(f"{cls.__name__}.name must be a slug of letters, digits and '-', got {cls.name!r}")
+    if cls.target not in TARGETS:
+        raise ValueError(
+            f"{cls.__name__}.target {cls.target!r} is not a registered target; register it first "
+            f"(registered: {', '.join(TARGETS)})"
+        )
+    taken = EXPERIMENTS.get(cls.name)
+    if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"experiment name {cls.name!r} is taken by {taken.__module__}.{taken.__qualname__}")
+    EXPERIMENTS[cls.name] = cls
+    return cls
+
+
+for _cls in (
+    DepthSeparation,
+    KthLargest,
+    Probes,
+    ProbesPaperShapes,
+    SpecificPosition,
+    IntrinsicDimension,
+    IntrinsicDimensionDeep,
+    IntrinsicDimensionLong,
+    IntrinsicDimensionWide,
+    IntrinsicDimensionLevers,
+    IntrinsicDimensionTuned,
+    TriangleCenter,
+    PairCenter,
+    ComparisonOrder,
+):
+    register_experiment(_cls)
+
 PROFILES = ("quick", "cpu", "paper")  # cpu: the largest scale that fits a 2-core CPU (our choice)
 
 
@@ -695,6 +783,6 @@ def make_experiment(name: str, profile: str = "quick", overrides: Optional[dict]
                     f"{name}: E = {m['E']} must be divisible by the head count of layer {l} ({h}) "
                     f"in variant {run['label']}"
                 )
-        if run["target"] not in TARGETS:  # pragma: no cover - guarded by the class definitions
-            raise ConfigError(f"unknown target {run['target']!r}")
+        if run["target"] not in TARGETS:  # registered targets only (register_experiment checks it too)
+            raise ConfigError(f"{name}: unknown target {run['target']!r}; registered: {', '.join(TARGETS)}")
     return exp

@@ -33,14 +33,16 @@ from .infosets import (
     within_key_pair_score,
     within_key_score,
 )
-from .targets import Target, make_target
+from .targets import TARGETS, Target, make_target
 
 __all__ = [
     "Construction",
     "Prediction",
     "constructions_for",
     "predict",
-    "PREDICT_TARGETS",
+    "predict_targets",
+    "layers_with",
+    "BUILTIN_CONSTRUCTIONS",
     "prop1_model",
     "DEFAULT_EMBED",
     "validate_architecture",
@@ -77,9 +79,10 @@ def _pass_through(h: int) -> list:
     return [MaxPosition(self_score()) for _ in range(h)]
 
 
-def _with_last(heads: Sequence[int], last: list, earlier: Optional[dict] = None) -> list:
-    """Layers where layer ``l`` (0-based) gets ``earlier[l]`` padded with pass-through heads, other
-    non-final layers pass through, and the last layer gets ``last`` padded likewise."""
+def layers_with(heads: Sequence[int], last: list, earlier: Optional[dict] = None) -> list:
+    """The layers of an InfoFlow construction on an architecture with ``heads`` per layer: layer ``l``
+    (0-based) gets the update rules ``earlier[l]``, the last layer gets ``last``, and every head left
+    over passes its own set through. For writing a target's ``constructions``."""
     earlier = earlier or {}
     layers = []
     for l, h in enumerate(heads):
@@ -91,99 +94,132 @@ def _with_last(heads: Sequence[int], last: list, earlier: Optional[dict] = None)
 def _global_readout(heads, pe) -> Construction:
     return Construction(
         "global aggregation at the CLS (last layer)",
-        InfoFlowModel(_with_last(heads, [GlobalAggregation()]), positional_encoding=pe),
+        InfoFlowModel(layers_with(heads, [GlobalAggregation()]), positional_encoding=pe),
         "Mechanism II (Yu et al. 2026, Thm 2.3): always learns, cost exponent d·T/E",
     )
 
 
-def constructions_for(target: Target, heads: Sequence[int], pe: bool = False) -> list[Construction]:
-    """Built-in constructions that fit the architecture, best first; the last one is always the
-    global-aggregation readout, which learns every target at cost exponent d·T/E."""
-    L, out = len(heads), []
-    name = target.name
-    if name == "intrinsic-dimension":
-        D = target.D
-        first = next((l for l in range(L - 1) if heads[l] >= D), None)
-        if first is not None and heads[-1] >= D:
-            out.append(
-                Construction(
-                    f"Prop. 1 (App. B.1, eqs. 49–50): layer {first + 1} retrieves argmax_s x_tᵀA_i x_s, the CLS "
-                    "retrieves the best pair of each A_i",
-                    prop1_model(target, heads, pe, first=first),
-                    "App. B.1, eqs. 49–50",
-                )
-            )
-    elif name == "depth-separation":
-        if L >= 2:
-            out.append(
-                Construction(
-                    "Thm 1 / App. E: layer 1 retrieves argmin_s x_tᵀx_s, the CLS retrieves the smallest pair",
-                    InfoFlowModel(
-                        _with_last(
-                            heads,
-                            [MaxPosition(within_key_score(-np.eye(target.d)))],
-                            {0: [MaxPosition(bilinear_score(-np.eye(target.d)))]},
-                        ),
-                        pe,
-                    ),
-                    "App. A.1 (second part) and App. E, eqs. 65–67",
-                )
-            )
-    elif name == "pair-center":
-        if L >= 2:
+def _intrinsic_dimension(target, heads, pe) -> list[Construction]:
+    D, L = target.D, len(heads)
+    first = next((l for l in range(L - 1) if heads[l] >= D), None)
+    if first is None or heads[-1] < D:
+        return []
+    return [
+        Construction(
+            f"Prop. 1 (App. B.1, eqs. 49–50): layer {first + 1} retrieves argmax_s x_tᵀA_i x_s, the CLS "
+            "retrieves the best pair of each A_i",
+            prop1_model(target, heads, pe, first=first),
+            "App. B.1, eqs. 49–50",
+        )
+    ]
 
-            def neg_norm(a, b):
-                return -np.linalg.norm(a + b, axis=-1)
 
-            out.append(
-                Construction(
-                    "pairwise two-stage: layer 1 retrieves argmin_s ‖x_t + x_s‖, the CLS retrieves the smallest pair",
-                    InfoFlowModel(
-                        _with_last(
-                            heads,
-                            [MaxPosition(within_key_pair_score(neg_norm))],
-                            {0: [MaxPosition(pair_score(neg_norm))]},
-                        ),
-                        pe,
-                    ),
-                    "ours (beyond the paper), as Thm 1 / App. E",
-                )
-            )
-    elif name == "d-retrieval":
-        a, D = target.a, target.D
-        if heads[-1] >= D:
-            out.append(
-                Construction(
-                    "one CLS head per direction a_i (Yu et al. 2026, Thm 2.2)",
-                    InfoFlowModel(_with_last(heads, [MaxPosition(linear_score(ai)) for ai in a]), pe),
-                    "Sec. 6 consistency check; Yu et al. 2026 Thm 2.2",
-                )
-            )
-        if L >= 2:
-            first = max(range(L - 1), key=lambda l: heads[l])
-            k = min(heads[first], D)  # directions retrieved by every token
-            rest = [MaxPosition(linear_score(ai)) for ai in a[k:]] or [MaxPosition(token_score())]
-            if len(rest) <= heads[-1]:
-                out.append(
-                    Construction(
-                        f"spread then read: at layer {first + 1} every token retrieves the argmax tokens of {k} "
-                        f"direction(s); the CLS retrieves the other {D - k} (or reads any token)",
-                        InfoFlowModel(
-                            _with_last(heads, rest, {first: [MaxPosition(linear_score(ai)) for ai in a[:k]]}), pe
-                        ),
-                        "ours (beyond the paper); needs h_first + h_last ≥ D",
-                    )
-                )
-    elif name == "first-three-sum" and pe:
+def _depth_separation(target, heads, pe) -> list[Construction]:
+    if len(heads) < 2:
+        return []
+    neg = -np.eye(target.d)
+    layers = layers_with(heads, [MaxPosition(within_key_score(neg))], {0: [MaxPosition(bilinear_score(neg))]})
+    return [
+        Construction(
+            "Thm 1 / App. E: layer 1 retrieves argmin_s x_tᵀx_s, the CLS retrieves the smallest pair",
+            InfoFlowModel(layers, pe),
+            "App. A.1 (second part) and App. E, eqs. 65–67",
+        )
+    ]
+
+
+def _pair_center(target, heads, pe) -> list[Construction]:
+    if len(heads) < 2:
+        return []
+
+    def neg_norm(a, b):
+        return -np.linalg.norm(a + b, axis=-1)
+
+    layers = layers_with(
+        heads, [MaxPosition(within_key_pair_score(neg_norm))], {0: [MaxPosition(pair_score(neg_norm))]}
+    )
+    return [
+        Construction(
+            "pairwise two-stage: layer 1 retrieves argmin_s ‖x_t + x_s‖, the CLS retrieves the smallest pair",
+            InfoFlowModel(layers, pe),
+            "ours (beyond the paper), as Thm 1 / App. E",
+        )
+    ]
+
+
+def _single_center(target, heads, pe) -> list[Construction]:
+    def neg_norm(a, b):  # on a singleton key set (a = b = x_s): -‖x_s‖
+        return -(np.linalg.norm(a, axis=-1) + np.linalg.norm(b, axis=-1)) / 2
+
+    return [
+        Construction(
+            "the CLS retrieves argmin_t ‖x_t‖",
+            InfoFlowModel(layers_with(heads, [MaxPosition(within_key_pair_score(neg_norm))]), pe),
+            "ours (beyond the paper): Mechanism I on a token-only score",
+        )
+    ]
+
+
+def _d_retrieval(target, heads, pe) -> list[Construction]:
+    a, D, L, out = target.a, target.D, len(heads), []
+    if heads[-1] >= D:
         out.append(
             Construction(
-                "specific-position aggregation: the CLS reads positions 1, 2, 3",
-                InfoFlowModel(_with_last(heads, [SpecificPosition({0: (1, 2, 3)})]), positional_encoding=True),
-                "Mechanism III, App. C.3",
+                "one CLS head per direction a_i (Yu et al. 2026, Thm 2.2)",
+                InfoFlowModel(layers_with(heads, [MaxPosition(linear_score(ai)) for ai in a]), pe),
+                "Sec. 6 consistency check; Yu et al. 2026 Thm 2.2",
             )
         )
-    out.append(_global_readout(heads, pe))
+    if L >= 2:
+        first = max(range(L - 1), key=lambda l: heads[l])
+        k = min(heads[first], D)  # directions retrieved by every token
+        rest = [MaxPosition(linear_score(ai)) for ai in a[k:]] or [MaxPosition(token_score())]
+        if len(rest) <= heads[-1]:
+            spread = {first: [MaxPosition(linear_score(ai)) for ai in a[:k]]}
+            out.append(
+                Construction(
+                    f"spread then read: at layer {first + 1} every token retrieves the argmax tokens of {k} "
+                    f"direction(s); the CLS retrieves the other {D - k} (or reads any token)",
+                    InfoFlowModel(layers_with(heads, rest, spread), pe),
+                    "ours (beyond the paper); needs h_first + h_last ≥ D",
+                )
+            )
     return out
+
+
+def _first_three_sum(target, heads, pe) -> list[Construction]:
+    if not pe:
+        return []
+    return [
+        Construction(
+            "specific-position aggregation: the CLS reads positions 1, 2, 3",
+            InfoFlowModel(layers_with(heads, [SpecificPosition({0: (1, 2, 3)})]), positional_encoding=True),
+            "Mechanism III, App. C.3",
+        )
+    ]
+
+
+# The built-in targets' constructions (read by Target.constructions); a target of your own defines
+# its constructions on its class instead.
+BUILTIN_CONSTRUCTIONS = {
+    "intrinsic-dimension": _intrinsic_dimension,
+    "depth-separation": _depth_separation,
+    "pair-center": _pair_center,
+    "single-center": _single_center,
+    "d-retrieval": _d_retrieval,
+    "first-three-sum": _first_three_sum,
+}
+
+
+def constructions_for(target: Target, heads: Sequence[int], pe: bool = False) -> list[Construction]:
+    """The target's constructions that fit the architecture (:meth:`Target.constructions`), best first,
+    then the global-aggregation readout, which learns every target at cost exponent d·T/E."""
+    return [*target.constructions(list(heads), pe), _global_readout(heads, pe)]
+
+
+def predict_targets() -> list[str]:
+    """The registered targets the engine can predict for: those with a comparison profile."""
+    return [name for name, cls in TARGETS.items() if cls.comparison_profile() is not None]
 
 
 @dataclass
@@ -310,8 +346,8 @@ def predict(
     **params,
 ) -> Prediction:
     """Run the two-step estimate for a built-in target on an architecture (heads per layer)."""
-    if target not in PREDICT_TARGETS:
-        raise ValueError(f"unknown target {target!r}; allowed: {', '.join(PREDICT_TARGETS)}")
+    if target not in predict_targets():
+        raise ValueError(f"unknown target {target!r}; allowed: {', '.join(predict_targets())}")
     heads = [int(h) for h in heads]
     tgt = make_target(target, **params)
     if embed is None:
@@ -399,7 +435,7 @@ def prop1_model(target: Target, heads: Sequence[int], pe: bool = False, first: i
     Prop. 1's model; with fewer heads it shows what breaks."""
     A = target.A
     return InfoFlowModel(
-        _with_last(
+        layers_with(
             heads,
             [MaxPosition(within_key_score(a)) for a in A[: heads[-1]]],
             {first: [MaxPosition(bilinear_score(a)) for a in A[: heads[first]]]},

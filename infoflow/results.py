@@ -192,6 +192,16 @@ def seed_values(records: Iterable[dict], key: Callable[[dict], object], metric: 
     return {k: [v for _, v in pairs] for k, pairs in seed_pairs(records, key, metric).items()}
 
 
+def tail_improvement(record: dict, fraction: float = 0.25) -> float:
+    """How much the best validation NMSE improved over the last ``fraction`` of the evaluations, relative
+    to the best before them: 0 when the tail found nothing better, 0.5 when it halved the error. Our
+    test of "trained until the validation curve is flat": below 0.05 over the last quarter."""
+    vals = [v for _, v in record["curve"] if v is not None]
+    cut = max(1, int(round(len(vals) * (1 - fraction))))
+    before = min(vals[:cut])
+    return (before - min(vals)) / before if before > 0 else 0.0
+
+
 def second_half_ratio(record: dict) -> float:
     """Best validation NMSE of the whole run over the best of its first half (evaluations up to mid-run):
     well below 1 for a run still improving when its schedule ended."""

@@ -27,9 +27,11 @@ __all__ = [
     "IntrinsicDimension",
     "TriangleCenter",
     "PairCenter",
+    "SingleCenter",
     "FirstThreeSum",
     "TARGETS",
     "make_target",
+    "register_target",
 ]
 
 
@@ -67,6 +69,26 @@ class Target:
 
     def __call__(self, X):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def comparison_profile(cls):
+        """Step 1 of the engine (Sec. 5.3): the target's Trees of Comparison and Number of Comparison
+        bounds, a :class:`~infoflow.comparison.ComparisonProfile`; None when the engine cannot predict
+        for this target. The built-in targets' profiles are in ``comparison.PROFILES``; a target of your
+        own overrides this method."""
+        from .comparison import PROFILES
+
+        return PROFILES.get(cls.name)
+
+    def constructions(self, heads, pe: bool = False) -> list:
+        """Step 2 of the engine: explicit InfoFlow models (:class:`~infoflow.predict.Construction`) of
+        this target on an architecture with ``heads`` per layer, best first. ``predict`` appends the
+        global-aggregation readout, which learns every target. The built-in targets' constructions are
+        in ``predict.BUILTIN_CONSTRUCTIONS``; a target of your own overrides this method."""
+        from .predict import BUILTIN_CONSTRUCTIONS
+
+        build = BUILTIN_CONSTRUCTIONS.get(self.name)
+        return build(self, heads, pe) if build else []
 
     def sample_inputs(self, rng, n: int, T: int):
         """``n`` i.i.d. input sequences of length ``T``: N(0, I_d) tokens unless a subclass says otherwise."""
@@ -235,6 +257,22 @@ class PairCenter(Target):
 
 
 @dataclass(frozen=True)
+class SingleCenter(Target):
+    """Ours (beyond the paper): F(X) = min_t ‖x_t‖, Order of Comparison 1, with the input law of
+    triangle-center: the order-1 member of the comparison-order control (Sec. 6.2's explanation)."""
+
+    name: ClassVar[str] = "single-center"
+    label: ClassVar[str] = "DEFAULT"
+    d: int = 2
+
+    def __call__(self, X):
+        xp = array_namespace(X)
+        return xp.min(xp.linalg.vector_norm(X, axis=-1), axis=-1)
+
+    sample_inputs = TriangleCenter.sample_inputs
+
+
+@dataclass(frozen=True)
 class FirstThreeSum(Target):
     """Eq. 57: F(X) = x_1 + x_2 + x_3 (a vector in R^d), T = 10, x_t ~ N(0, I_2).
     FOUND in prose; T, d and law THIRD-PARTY. Needs positional encoding to be learned (App. C.3).
@@ -254,10 +292,39 @@ class FirstThreeSum(Target):
         return X[..., 0, :] + X[..., 1, :] + X[..., 2, :]
 
 
-TARGETS: dict[str, type[Target]] = {
-    cls.name: cls
-    for cls in (DepthSeparation, KthLargest, DRetrieval, IntrinsicDimension, TriangleCenter, PairCenter, FirstThreeSum)
-}
+TARGETS: dict[str, type[Target]] = {}  # the one registry of targets: training, the engine and the CLI read it
+
+
+def register_target(cls: type[Target]) -> type[Target]:
+    """Register a target class under its ``name`` (use as a class decorator). Everything reads the
+    registry: ``make_target``, the experiments, ``predict`` (through the class's ``comparison_profile``
+    and ``constructions``) and the CLI. A name taken by another class is refused (the same class
+    defined again, as when a notebook cell reruns, replaces it)."""
+    if not (isinstance(cls, type) and issubclass(cls, Target)):
+        raise TypeError(f"register_target takes a Target subclass, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c == "-" for c in name):
+        raise ValueError(f"{cls.__name__}.name must be a slug of letters, digits and '-', got {name!r}")
+    if not hasattr(cls, "__dataclass_fields__") or "__dataclass_fields__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} must be a dataclass (decorate it with @dataclass(frozen=True))")
+    taken = TARGETS.get(name)
+    if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"target name {name!r} is taken by {taken.__module__}.{taken.__qualname__}")
+    TARGETS[name] = cls
+    return cls
+
+
+for _cls in (
+    DepthSeparation,
+    KthLargest,
+    DRetrieval,
+    IntrinsicDimension,
+    TriangleCenter,
+    PairCenter,
+    SingleCenter,
+    FirstThreeSum,
+):
+    register_target(_cls)
 
 
 def make_target(name: str, **params) -> Target:

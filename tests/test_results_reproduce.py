@@ -290,3 +290,11 @@ def test_run_curves_keys_each_run_by_group_and_seed():
     out = run_curves(recs, lambda r: r["g"])
     assert list(out) == [(2, "(D,D)", 1), (2, "(D,D)", 0), ("x", 0)]  # the records' order
     assert out[(2, "(D,D)", 0)] == ((10, 20), (0.4, 0.2)) and out[("x", 0)] == ((5,), (1.0,))
+
+
+def test_tail_improvement_measures_how_flat_the_end_of_a_curve_is():
+    from infoflow.results import tail_improvement
+
+    flat = {"curve": [[s, v] for s, v in zip(range(8), [1.0, 0.5, 0.3, 0.2, 0.2, 0.21, 0.2, 0.199])]}
+    falling = {"curve": [[s, v] for s, v in zip(range(8), [1.0, 0.5, 0.3, 0.2, 0.15, 0.12, None, 0.1])]}
+    assert tail_improvement(flat) == pytest.approx(0.005) and tail_improvement(falling) == pytest.approx(1 / 3)

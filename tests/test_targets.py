@@ -13,6 +13,7 @@ from infoflow.targets import (
     IntrinsicDimension,
     KthLargest,
     PairCenter,
+    SingleCenter,
     TARGETS,
     TriangleCenter,
     make_target,
@@ -33,6 +34,8 @@ def brute(target, X):
         return min(np.linalg.norm(X[a] + X[b] + X[c]) for a, b, c in itertools.product(range(T), repeat=3))
     if isinstance(target, PairCenter):
         return min(np.linalg.norm(X[a] + X[b]) for a, b in itertools.product(range(T), repeat=2))
+    if isinstance(target, SingleCenter):
+        return min(np.linalg.norm(X[t]) for t in range(T))
     if isinstance(target, FirstThreeSum):
         return X[0] + X[1] + X[2]
     raise AssertionError(target)
@@ -47,6 +50,7 @@ ALL = [
     IntrinsicDimension(D=3, chunk=3),
     TriangleCenter(chunk=3),
     PairCenter(),
+    SingleCenter(),
     FirstThreeSum(),
 ]
 
@@ -120,3 +124,32 @@ def test_bad_targets(name, params, msg):
 def test_kth_largest_needs_k_at_most_T():
     with pytest.raises(ValueError, match="k must be in 1..T"):
         KthLargest(k=5).sample_inputs(np.random.default_rng(0), 2, 3)
+
+
+def test_the_comparison_order_control_varies_only_the_target():
+    from infoflow.experiments import make_experiment
+    from infoflow.predict import predict
+
+    runs = make_experiment("comparison-order", "cpu").runs()
+    by_target = {}
+    for r in runs:
+        key = {k: v for k, v in r.items() if k not in ("target", "label")}
+        by_target.setdefault(r["target"], []).append(repr(sorted(key.items())))
+    assert set(by_target) == {"single-center", "pair-center", "triangle-center"}
+    assert by_target["single-center"] == by_target["pair-center"] == by_target["triangle-center"]
+    assert all(
+        r["label"].startswith(f"order {o}: ")
+        for o, t in ((1, "single"), (2, "pair"), (3, "triangle"))
+        for r in runs
+        if r["target"].startswith(t)
+    )
+    X = SingleCenter().sample_inputs(np.random.default_rng(0), 500, 8)
+    norms = np.linalg.norm(X, axis=-1)
+    assert norms.min() >= 0.2 - 1e-12 and norms.max() <= 4 + 1e-12  # triangle-center's clamped law
+    assert [
+        predict(t, 16, (4, 4), embed=24).efficient for t in ("single-center", "pair-center", "triangle-center")
+    ] == [
+        True,
+        True,
+        False,
+    ]
