@@ -610,7 +610,7 @@ class ProbesPaperShapes(Probes):
     description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes (T = 32, head dim 8) on a CPU budget"
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"train": {"steps": 6000, "batch": 128, "n_val": 2048, "eval_every": 250}},
+        "cpu": {"train": {"steps": 3000, "batch": 128, "n_val": 2048, "eval_every": 150}},
         "quick": {
             "T": 8,
             "seeds": [0],

@@ -267,3 +267,24 @@ def test_table11_rows_and_gaps_from_records_per_seed():
     out = plot_third_party(ax, third)
     assert [c for _, _, c, _ in ax.lines] == ["C0", "C1", "C2"] and [lab for *_, lab in ax.lines].count(None) == 2
     assert len(out) == 6 and {r["source"] for r in out} == {"third-party mean"}
+
+
+def test_order_rows_carry_the_spread_and_the_rms_error_the_nmse_hides():
+    from infoflow.order import order_rows, target_spread
+
+    def rec(target, T, seed, value):
+        return {
+            "config": {"target": target, "T": T, "seed": seed},
+            "status": "done",
+            "metrics": {"best_val_nmse": value},
+        }
+
+    orders = {1: "single-center", 3: "triangle-center"}
+    rows = order_rows(
+        [rec("single-center", 8, 0, 0.04), rec("single-center", 8, 1, 0.0), rec("triangle-center", 8, 0, 0.5)], orders
+    )
+    assert [(r["order"], r["T"], r["seeds"]) for r in rows] == [(1, 8, 2), (3, 8, 1)]
+    one = rows[0]
+    assert one["nmse"] == pytest.approx(0.02) and one["target_std"] == pytest.approx(target_spread("single-center", 8))
+    assert one["rmse"] == pytest.approx(0.02**0.5 * one["target_std"])
+    assert target_spread("triangle-center", 16) < target_spread("triangle-center", 4)  # a minimum concentrates

@@ -91,3 +91,15 @@ def test_table_formats_saves_and_names_bad_columns(tmp_path):
         table(rows, ["nope"])
     with pytest.raises(ValueError, match="no rows"):
         table([], ["a"])
+
+
+def test_the_order_control_decides_the_explanation_once_it_has_run(tmp_path):
+    # orders 1 < 2 < 3 in NMSE at every T >= 8: the direction holds; the RMS error decides the size
+    nmse = {"single-center": 0.01, "pair-center": 0.3, "triangle-center": 0.6}
+    write_records(tmp_path, "comparison-order", "quick", lambda c: nmse[c["target"]])
+    row = claim("sec62_order", tmp_path)
+    assert row.verdict in ("reproduced", "partly") and "comparison-order [quick]" in row.evidence
+    assert "T=8: NMSE 0.01 / 0.30 / 0.60" in row.ours
+    flat = {"single-center": 0.3, "pair-center": 0.3, "triangle-center": 0.3}
+    write_records(tmp_path, "comparison-order", "quick", lambda c: flat[c["target"]])
+    assert claim("sec62_order", tmp_path).verdict == "not reproduced"
