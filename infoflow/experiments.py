@@ -174,6 +174,13 @@ SMALL_CPU = {
 }
 
 
+def torch_tensor(array, like):
+    """A numpy constant of a target as a tensor on ``like``'s device and dtype."""
+    import torch
+
+    return torch.as_tensor(array, dtype=like.dtype, device=like.device)
+
+
 def _probe_inputs(model, target, T: int, n: int):
     """The same ``n`` fixed inputs (seeded) for every member, on the model's device: (M, n, T, d)."""
     import torch
@@ -559,6 +566,7 @@ class Probes(Experiment):
     name: ClassVar[str] = "probes"
     description: ClassVar[str] = "App. C.1-C.2: two-layer models on generalized D-retrieval for the recovery probes"
     target: ClassVar[str] = "d-retrieval"
+    align_directions: ClassVar[bool] = False  # also measure which direction each head retrieves
     D: PositiveInt = 6
     T: PositiveInt = 32
     head_dim: PositiveInt = 8
@@ -587,14 +595,20 @@ class Probes(Experiment):
     train: TrainSpec = TrainSpec(steps=10000, batch=256, n_val=4096, eval_every=250)
 
     def measure(self, model, target, T, phase):
-        from .probes import recovery_errors
+        from .probes import direction_alignment, recovery_errors
 
         X = _probe_inputs(model, target, T, 2048)
         argmax, second = recovery_errors(model, X, rank=1), recovery_errors(model, X, rank=2)
-        return [
+        out = [
             {f"recovery_argmax_{phase}": a.tolist(), f"recovery_second_{phase}": b.tolist()}
             for a, b in zip(argmax, second)
         ]
+        if self.align_directions:
+            a = torch_tensor(target.a, X)
+            first, last = direction_alignment(model, a, X)
+            for m, f, l in zip(out, first, last):
+                m[f"directions_first_{phase}"], m[f"directions_last_{phase}"] = f.tolist(), l.tolist()
+        return out
 
     def variants(self):
         for h1, h2 in self.configs:
@@ -607,6 +621,7 @@ class ProbesPaperShapes(Probes):
     (our choice, DEFAULT). Its paper profile is that of ``probes``."""
 
     name: ClassVar[str] = "probes-paper-shapes"
+    align_directions: ClassVar[bool] = True
     description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes (T = 32, head dim 8) on a CPU budget"
     profiles: ClassVar[dict] = {
         "paper": {},

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["recovery_errors", "probe_table", "probe_rows", "probe_summary", "head_alignment"]
+__all__ = ["recovery_errors", "probe_table", "probe_rows", "probe_summary", "head_alignment", "direction_alignment"]
 
 
 @torch.no_grad()
@@ -32,6 +32,24 @@ def head_alignment(model, A: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     partner = scores.argmax(-1)  # (M, B, 2D, T)
     hits = looked_up[:, :, :, None, :] == partner[:, :, None, :, :]  # (M, B, h, 2D, T)
     return hits.double().mean(dim=(1, 4))
+
+
+@torch.no_grad()
+def direction_alignment(model, a: torch.Tensor, X: torch.Tensor) -> tuple:
+    """Which direction of generalized D-retrieval each head retrieves ("spread then read", the engine's
+    construction for h1 < D): for head j and direction a_i, the fraction of queries whose most-attended
+    key is argmax_t a_iᵀx_t. Layer 1 over the token queries, the last layer over the CLS query.
+    X (M, B, T, d), a (D, d) → (layer 1 (M, h1, D), last layer (M, h_L, D)). Chance is about 1/(T+1)."""
+    _, records = model(X, record=True)
+    best = torch.einsum("mbtd,id->mbit", X, a.to(X.dtype)).argmax(-1)  # (M, B, D): argmax token (0-based)
+
+    def hits(att):  # att (M, B, h, Q, S): fraction of queries whose argmax key is the token best_i
+        looked_up = att.argmax(-1) - 1  # (M, B, h, Q): token index, CLS → -1
+        return (looked_up[:, :, :, None, :] == best[:, :, None, :, None]).double().mean(dim=(1, 4))
+
+    first = hits(records[0]["attention"][:, :, :, 1:, :])
+    last = hits(records[-1]["attention"][:, :, :, :1, :])
+    return first, last
 
 
 @torch.no_grad()

@@ -288,3 +288,30 @@ def test_order_rows_carry_the_spread_and_the_rms_error_the_nmse_hides():
     assert one["nmse"] == pytest.approx(0.02) and one["target_std"] == pytest.approx(target_spread("single-center", 8))
     assert one["rmse"] == pytest.approx(0.02**0.5 * one["target_std"])
     assert target_spread("triangle-center", 16) < target_spread("triangle-center", 4)  # a minimum concentrates
+
+
+def test_direction_alignment_finds_which_direction_each_head_retrieves():
+    from infoflow.probes import direction_alignment
+
+    torch.manual_seed(1)
+    X = torch.randn(1, 128, 6, 3)
+    a = torch.randn(2, 3)
+    best = torch.einsum("mbtd,id->mbit", X, a).argmax(-1)[0]  # (B, D): the argmax token per direction
+
+    class TwoLayers:
+        """Layer 1: head 0 looks up direction 1's argmax from every token, head 1 the CLS; layer 2: the
+        CLS looks up direction 2's argmax."""
+
+        def __call__(self, X, record=False):
+            M, B, T, _ = X.shape
+            first = torch.zeros(M, B, 2, T + 1, T + 1)
+            first[:, :, 0, :, :] = torch.nn.functional.one_hot(best[:, 0] + 1, T + 1).float()[:, None, :]
+            first[:, :, 1, :, 0] = 1.0
+            last = torch.zeros(M, B, 1, T + 1, T + 1)
+            last[:, :, 0, 0, :] = torch.nn.functional.one_hot(best[:, 1] + 1, T + 1).float()
+            return None, [{"attention": first}, {"attention": last}]
+
+    first, last = direction_alignment(TwoLayers(), a, X)
+    assert first.shape == (1, 2, 2) and last.shape == (1, 1, 2)
+    assert first[0, 0, 0] == 1.0 and first[0, 1].sum() == 0 and last[0, 0, 1] == 1.0
+    assert first[0, 0, 1] == (best[:, 0] == best[:, 1]).double().mean() < 1
