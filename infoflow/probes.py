@@ -13,7 +13,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["recovery_errors", "probe_table", "probe_rows", "probe_summary", "head_alignment", "direction_alignment"]
+__all__ = [
+    "recovery_errors",
+    "probe_table",
+    "probe_rows",
+    "probe_summary",
+    "head_alignment",
+    "direction_alignment",
+    "directions_covered",
+]
 
 
 @torch.no_grad()
@@ -134,3 +142,10 @@ def probe_summary(rows: list, D: int) -> dict:
         "worst_trained_argmax": float(max(r["trained"].max() for r in rows if r["probe"] == "argmax")),
         "best_trained_second": float(min(r["trained"].min() for r in rows if r["probe"] == "second")),
     }
+
+
+def directions_covered(alignment, level: float = 0.5) -> list:
+    """The directions some head retrieves at least ``level`` of the time, from one member's alignment
+    (heads x D, as :func:`direction_alignment` gives per member; a nested list from a record works)."""
+    alignment = np.asarray(alignment, dtype=float)
+    return [i for i in range(alignment.shape[1]) if (alignment[:, i] >= level).any()]

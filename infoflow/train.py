@@ -16,7 +16,7 @@ import ctypes
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -341,26 +341,135 @@ def _segment(start: int, end: int, device, cuda_graph: bool) -> dict:
     }
 
 
-def _training_state(
-    model, opt, batches, step, active, first_bad, best, curve_steps, curve_vals, segments, monitored=()
-) -> dict:
+@dataclass
+class _Progress:
+    """What a training has found so far, per member, as device tensors read once at the end (no
+    host-device sync inside the loop): whether its loss is still finite (``active``, updated in place by
+    the step), the step of its first non-finite loss (-1: none), its best validation NMSE, the
+    evaluation curve and the monitor's rows at each evaluation."""
+
+    active: torch.Tensor
+    first_bad: torch.Tensor
+    best: torch.Tensor
+    curve_steps: list = field(default_factory=list)
+    curve_vals: list = field(default_factory=list)
+    monitored: list = field(default_factory=list)
+
+    @classmethod
+    def fresh(cls, M: int, device) -> "_Progress":
+        return cls(
+            torch.ones(M, device=device),
+            torch.full((M,), -1, dtype=torch.long, device=device),
+            torch.full((M,), float("inf"), device=device),
+        )
+
+    @classmethod
+    def restored(cls, state: dict, device) -> "_Progress":
+        vals = state["curve_vals"]
+        return cls(
+            *(state[k].to(device) for k in ("active", "first_bad", "best")),
+            curve_steps=list(state["curve_steps"]),
+            curve_vals=[] if vals is None else list(vals.to(device)),
+            monitored=[t.to(device) for t in state.get("monitored", [])],
+        )
+
+    def evaluated(self, step: int, val_nmse: torch.Tensor, monitored=None) -> None:
+        """Record an evaluation after ``step`` steps (a non-finite NMSE counts as +inf)."""
+        v = torch.where(torch.isfinite(val_nmse), val_nmse, torch.full_like(val_nmse, float("inf")))
+        self.best = torch.minimum(self.best, v)
+        self.curve_steps.append(step)
+        self.curve_vals.append(v)
+        if monitored is not None:
+            self.monitored.append(monitored)
+
+    def state(self) -> dict:
+        """Host copies, for a checkpoint."""
+        return {
+            "active": self.active.cpu(),
+            "first_bad": self.first_bad.cpu(),
+            "best": self.best.cpu(),
+            "curve_steps": list(self.curve_steps),
+            "curve_vals": torch.stack(self.curve_vals).cpu() if self.curve_vals else None,
+            "monitored": [t.cpu() for t in self.monitored],
+        }
+
+    def results(self, seeds, train_nmse, total: int, resumed: list, with_monitor: bool) -> list[dict]:
+        """One dict per member: status, best and final NMSE, curve, error, and the earlier segments."""
+        curve = list(zip(self.curve_steps, torch.stack(self.curve_vals).tolist()))  # the last step evaluates
+        errors = [f"non-finite loss at step {s}" if s >= 0 else None for s in self.first_bad.tolist()]
+
+        def finite(x):
+            return float(x) if math.isfinite(float(x)) else None
+
+        out = []
+        for j, seed in enumerate(seeds):
+            ok = errors[j] is None and bool(torch.isfinite(self.best[j]))
+            out.append(
+                {
+                    "status": "done" if ok else "failed",
+                    "seed": int(seed),
+                    "best_val_nmse": float(self.best[j]) if ok else None,
+                    "final_train_nmse": finite(train_nmse[j]) if ok else None,
+                    "steps": total,
+                    "curve": [(s, finite(vals[j])) for s, vals in curve],
+                    "error": errors[j] or (None if ok else "diverged"),
+                    "resumed": resumed,
+                    **(
+                        {"monitored": [(s, m[j].tolist()) for s, m in zip(self.curve_steps, self.monitored)]}
+                        if with_monitor
+                        else {}
+                    ),
+                }
+            )
+        return out
+
+
+def _training_state(model, opt, batches, step: int, progress: _Progress, segments: list) -> dict:
     """Everything that determines the rest of a training, on the host (generator states as bytes)."""
-    cpu = [t.detach().cpu() for t in model.parameters()]
     return {
         "step": step,
-        "params": cpu,
+        "params": [t.detach().cpu() for t in model.parameters()],
         "m": [t.cpu() for t in opt.m],
         "v": [t.cpu() for t in opt.v],
         "t": opt.t,
         "batches": batches.state(),
-        "active": active.cpu(),
-        "first_bad": first_bad.cpu(),
-        "best": best.cpu(),
-        "curve_steps": list(curve_steps),
-        "curve_vals": torch.stack(curve_vals).cpu() if curve_vals else None,
+        **progress.state(),
         "segments": segments,
-        "monitored": [t.cpu() for t in monitored],
     }
+
+
+def _check_options(model, seeds, cfg: "TrainConfig", cuda_graph: bool, device) -> None:
+    if len(seeds) != model.M:
+        raise ValueError(f"seeds must give one seed per member ({model.M}), got {len(seeds)}")
+    if cuda_graph and not _graphs_available(device):
+        raise ValueError(f"cuda_graph needs a CUDA device; this model is on {device}")
+    if cuda_graph and cfg.curriculum:
+        raise ValueError("cuda_graph replays one batch shape; a curriculum changes it (train eagerly)")
+
+
+def _resume(checkpoint, model, opt, batches, log) -> tuple:
+    """(step, earlier segments, saved state or None) from ``checkpoint``; (0, [], None) when there is no
+    usable state (a state that does not fit is reported and ignored)."""
+    if checkpoint is None:
+        return 0, [], None
+    state, problem = checkpoint.load()
+    if state is not None:
+        problem = _restore(state, model, opt, batches)
+        problem = problem and f"checkpoint {checkpoint.path}: {problem}"
+    if problem:
+        log(f"warning: {problem}; training from step 0")
+        return 0, [], None
+    if state is None:
+        return 0, [], None
+    return state["step"], state["segments"], state
+
+
+def _save(checkpoint, state: dict, step: int, log) -> None:
+    """Save a checkpoint; a failed write (a full disk, say) is reported and training goes on."""
+    try:
+        checkpoint.save(state)
+    except OSError as err:
+        log(f"warning: checkpoint {checkpoint.path} not saved at step {step} ({err.strerror or err}); training goes on")
 
 
 def _restore(state: dict, model, opt, batches) -> Optional[str]:
@@ -473,13 +582,8 @@ def train_ensemble(
     given, is called at every evaluation and returns a tensor with one row per member (a probe of
     the model as it trains); each member's rows come back as ``monitored`` [(step, row as lists)]."""
     M, T = model.M, model.cfg.T
-    if len(seeds) != M:
-        raise ValueError(f"seeds must give one seed per member ({M}), got {len(seeds)}")
     device = next(model.parameters()).device
-    if cuda_graph and not _graphs_available(device):
-        raise ValueError(f"cuda_graph needs a CUDA device; this model is on {device}")
-    if cuda_graph and cfg.curriculum:
-        raise ValueError("cuda_graph replays one batch shape; a curriculum changes it (train eagerly)")
+    _check_options(model, seeds, cfg, cuda_graph, device)
     if device.type == "cpu":
         reuse_freed_memory()
     target = MemberTargets(target, M)  # grouped once, not at every step's draw
@@ -488,93 +592,27 @@ def train_ensemble(
     Xv, yv = draw(target, val_gens, cfg.n_val, T)
     batches = _Batches(target, gens, cfg, T)
     base_lr = torch.tensor([cfg.lr] * M if lrs is None else list(lrs), device=device)
-    params = list(model.parameters())
-    opt = AdamWEnsemble(params, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
-    active = torch.ones(M, device=device)
-    first_bad = torch.full((M,), -1, dtype=torch.long, device=device)  # step of a member's first non-finite loss
-    best = torch.full((M,), float("inf"), device=device)
-    curve_steps: list = []
-    curve_vals: list = []  # device tensors, read once at the end: no host-device sync inside the loop
-    monitored: list = []  # monitor(model) at each evaluation, likewise
+    opt = AdamWEnsemble(list(model.parameters()), betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
+    start, resumed, state = _resume(checkpoint, model, opt, batches, log)
+    so_far = _Progress.restored(state, device) if state is not None else _Progress.fresh(M, device)
     total = cfg.steps + cfg.tail_steps
     train_nmse = torch.full((M,), float("nan"), device=device)
-    start, resumed = 0, []
-    if checkpoint is not None:
-        state, problem = checkpoint.load()
-        if state is not None:
-            problem = _restore(state, model, opt, batches)
-            problem = problem and f"checkpoint {checkpoint.path}: {problem}"
-        if problem:
-            log(f"warning: {problem}; training from step 0")
-        elif state is not None:
-            start, resumed = state["step"], state["segments"]
-            active, first_bad, best = (state[k].to(device) for k in ("active", "first_bad", "best"))
-            curve_steps = list(state["curve_steps"])
-            curve_vals = [] if state["curve_vals"] is None else list(state["curve_vals"].to(device))
-            monitored = [t.to(device) for t in state.get("monitored", [])]
     saved_at = time.monotonic()
-    train_step = _TrainStep(model, opt, cfg, base_lr, active, first_bad, cuda_graph)
+    train_step = _TrainStep(model, opt, cfg, base_lr, so_far.active, so_far.first_bad, cuda_graph)
     for step in tqdm(range(start, total), initial=start, total=total, disable=not progress, desc="train", leave=False):
         X, y = batches.next(step)
         pred = train_step(step, X, y)
+        done = step + 1
         with torch.no_grad():
-            if step + 1 == total:
+            if done == total:
                 train_nmse = nmse(pred, y)
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == total:
-                v = nmse(predict_in_chunks(model, Xv), yv)
-                v = torch.where(torch.isfinite(v), v, torch.full_like(v, float("inf")))
-                best = torch.minimum(best, v)
-                curve_steps.append(step + 1)
-                curve_vals.append(v)
-                if monitor is not None:
-                    monitored.append(monitor(model))
-                if checkpoint is not None and step + 1 < total and time.monotonic() - saved_at >= checkpoint.every_s:
-                    segments = resumed + [_segment(start, step + 1, device, cuda_graph)]
-                    try:
-                        checkpoint.save(
-                            _training_state(
-                                model,
-                                opt,
-                                batches,
-                                step + 1,
-                                active,
-                                first_bad,
-                                best,
-                                curve_steps,
-                                curve_vals,
-                                segments,
-                                monitored,
-                            )
-                        )
-                    except OSError as err:  # a full disk, say: the training goes on without this save
-                        log(
-                            f"warning: checkpoint {checkpoint.path} not saved at step {step + 1} "
-                            f"({err.strerror or err}); training goes on"
-                        )
+            if done % cfg.eval_every == 0 or done == total:
+                so_far.evaluated(done, nmse(predict_in_chunks(model, Xv), yv), monitor(model) if monitor else None)
+                if checkpoint is not None and done < total and time.monotonic() - saved_at >= checkpoint.every_s:
+                    segments = resumed + [_segment(start, done, device, cuda_graph)]
+                    _save(checkpoint, _training_state(model, opt, batches, done, so_far, segments), done, log)
                     saved_at = time.monotonic()
-    curve = list(zip(curve_steps, torch.stack(curve_vals).tolist()))  # the last step always evaluates
-    errors = [f"non-finite loss at step {s}" if s >= 0 else None for s in first_bad.tolist()]
-
-    def finite(x):
-        return float(x) if math.isfinite(float(x)) else None
-
-    out = []
-    for j in range(M):
-        ok = errors[j] is None and bool(torch.isfinite(best[j]))
-        out.append(
-            {
-                "status": "done" if ok else "failed",
-                "seed": int(seeds[j]),
-                "best_val_nmse": float(best[j]) if ok else None,
-                "final_train_nmse": finite(train_nmse[j]) if ok else None,
-                "steps": total,
-                "curve": [(s, finite(vals[j])) for s, vals in curve],
-                "error": errors[j] or (None if ok else "diverged"),
-                "resumed": resumed,
-                **({"monitored": [(s, m[j].tolist()) for s, m in zip(curve_steps, monitored)]} if monitor else {}),
-            }
-        )
-    return out
+    return so_far.results(seeds, train_nmse, total, resumed, monitor is not None)
 
 
 def train_autoencoders(

@@ -315,3 +315,10 @@ def test_direction_alignment_finds_which_direction_each_head_retrieves():
     assert first.shape == (1, 2, 2) and last.shape == (1, 1, 2)
     assert first[0, 0, 0] == 1.0 and first[0, 1].sum() == 0 and last[0, 0, 1] == 1.0
     assert first[0, 0, 1] == (best[:, 0] == best[:, 1]).double().mean() < 1
+
+
+def test_directions_covered_reads_an_alignment_matrix():
+    from infoflow.probes import directions_covered
+
+    alignment = [[0.9, 0.1, 0.0], [0.2, 0.4, 0.0], [0.6, 0.0, 0.55]]  # heads x directions
+    assert directions_covered(alignment) == [0, 2] and directions_covered(alignment, level=0.3) == [0, 1, 2]
