@@ -447,7 +447,7 @@ def _order_control_row(control, fields) -> Row:
         f"NMSE rising with the order (1 < 2 < 3, each by {ORDER_MARGIN}) at every T >= 8; size: the absolute "
         "(RMS) error rising with the order too, not only the NMSE"
     )
-    ours = "; ".join(f"T={T}: NMSE " + " / ".join(f"{at[(o, T)]['nmse']:.2f}" for o in orders) for T in Ts)
+    ours = "; ".join(f"T={T}: NMSE " + " / ".join(f"{at[(o, T)]['nmse']:.2g}" for o in orders) for T in Ts)
     return Row(
         ours=ours + " (orders 1 / 2 / 3)",
         verdict=_verdict(rises("nmse", ORDER_MARGIN), rises("rmse")),

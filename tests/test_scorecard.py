@@ -99,7 +99,7 @@ def test_the_order_control_decides_the_explanation_once_it_has_run(tmp_path):
     write_records(tmp_path, "comparison-order", "quick", lambda c: nmse[c["target"]])
     row = claim("sec62_order", tmp_path)
     assert row.verdict in ("reproduced", "partly") and "comparison-order [quick]" in row.evidence
-    assert "T=8: NMSE 0.01 / 0.30 / 0.60" in row.ours
+    assert "T=8: NMSE 0.01 / 0.3 / 0.6" in row.ours
     flat = {"single-center": 0.3, "pair-center": 0.3, "triangle-center": 0.3}
     write_records(tmp_path, "comparison-order", "quick", lambda c: flat[c["target"]])
     assert claim("sec62_order", tmp_path).verdict == "not reproduced"
