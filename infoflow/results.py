@@ -14,7 +14,7 @@ import numpy as np
 
 from .store import ResultsStore
 
-__all__ = ["load_records", "aggregate", "format_rows", "DATA_DIR", "best_profile"]
+__all__ = ["load_records", "aggregate", "format_rows", "DATA_DIR", "best_profile", "describe", "run_text"]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -136,6 +136,12 @@ def describe(records: list[dict], profile: str) -> dict:
         "steps": steps,
         "commits": sorted({(r["provenance"].get("git_commit") or "?")[:7] for r in records}),
     }
+
+
+def run_text(records: list[dict], profile: str) -> str:
+    """What was run, in a few words for a caption or a sentence: 'cpu profile, seeds 0, 1, 2, cpu'."""
+    info = describe(records, profile)
+    return f"{profile} profile, seeds {', '.join(map(str, info['seeds']))}, {info['device']}"
 
 
 def mean_curves(records: list[dict], key: Callable[[dict], object]) -> dict:

@@ -298,3 +298,10 @@ def test_tail_improvement_measures_how_flat_the_end_of_a_curve_is():
     flat = {"curve": [[s, v] for s, v in zip(range(8), [1.0, 0.5, 0.3, 0.2, 0.2, 0.21, 0.2, 0.199])]}
     falling = {"curve": [[s, v] for s, v in zip(range(8), [1.0, 0.5, 0.3, 0.2, 0.15, 0.12, None, 0.1])]}
     assert tail_improvement(flat) == pytest.approx(0.005) and tail_improvement(falling) == pytest.approx(1 / 3)
+
+
+def test_run_text_says_profile_seeds_and_device():
+    from infoflow.results import run_text
+
+    recs = [{"config": {"seed": s}, "provenance": {"device_name": "cpu"}, "metrics": {"steps": 10}} for s in (1, 0)]
+    assert run_text(recs, "cpu") == "cpu profile, seeds 0, 1, cpu"
