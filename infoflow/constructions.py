@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -295,10 +296,16 @@ def codec_cost_exponents(rows=None, eps_max: float = 2**-4) -> dict:
     """Fitted exponent of parameters ~ eps^-e per (|I|, m) over the rows with eps <= ``eps_max``
     (rows from :func:`codec_cost_rows`, computed when not given). Thm 3 predicts e = max(1, d|I|/m);
     the construction packs whole coordinates, so it pays max(1, ceil(d|I|/m))."""
-    rows = codec_cost_rows() if rows is None else rows
+    if rows is None:  # the default grid is fixed and takes seconds: computed once per process
+        return dict(_default_codec_exponents())
     fits = {}
     for size, m in dict.fromkeys((r["I"], r["m"]) for r in rows):
         rs = [r for r in rows if r["I"] == size and r["m"] == m and r["eps"] <= eps_max]
         x = np.log([1 / r["eps"] for r in rs])
         fits[(size, m)] = float(np.polyfit(x, np.log([r["parameters"] for r in rs]), 1)[0])
     return fits
+
+
+@functools.lru_cache(maxsize=1)
+def _default_codec_exponents() -> dict:
+    return codec_cost_exponents(codec_cost_rows())

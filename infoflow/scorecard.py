@@ -71,6 +71,17 @@ def _not_run(experiment: str, **fields) -> Row:
     return Row(ours="no records", verdict="not run", evidence=f"{experiment}: none in data/", **fields)
 
 
+def _judged(experiment: str, root, fields: dict, judge: Callable, profile: Optional[str] = None) -> Row:
+    """The row of a trained claim: ``judge(records)`` gives (ours, direction holds, size holds), or None
+    when the records cannot decide it; no records (or None) make the claim "not run"."""
+    found = _evidence(experiment, root, profile)
+    judged = judge(found[0]) if found is not None else None
+    if judged is None:
+        return _not_run(experiment if profile is None else f"{experiment} [{profile}]", **fields)
+    ours, direction, size = judged
+    return Row(ours=ours, verdict=_verdict(direction, size), evidence=found[1], **fields)
+
+
 def _means(records) -> dict:
     return {(r["label"], r["T"]): r["mean"] for r in aggregate(records)}
 
@@ -85,10 +96,10 @@ def thm1(root=None) -> Row:
         chapter="depth-separation",
         anchor="thm1-trained",
     )
-    found = _evidence("depth-separation", root)
-    if found is None:
-        return _not_run("depth-separation", **fields)
-    records, evidence = found
+    return _judged("depth-separation", root, fields, _thm1_judge)
+
+
+def _thm1_judge(records):
     m = _means(records)
     Ts = sorted({T for _, T in m})
     two = "2 layers, 1 head each"
@@ -100,7 +111,7 @@ def thm1(root=None) -> Row:
         f"T={Ts[-1]}: two layers {m[(two, Ts[-1])]:.2f} vs one layer {min(m[(label, Ts[-1])] for label in one):.2f}"
         f"; two layers {m[(two, Ts[0])]:.2f} at T={Ts[0]}"
     )
-    return Row(ours=ours, verdict=_verdict(lowest and rising, flat), evidence=evidence, **fields)
+    return ours, lowest and rising, flat
 
 
 def thm2(root=None) -> Row:
@@ -113,10 +124,10 @@ def thm2(root=None) -> Row:
         chapter="kth-largest",
         anchor="thm2-trained",
     )
-    found = _evidence("kth-largest", root)
-    if found is None:
-        return _not_run("kth-largest", **fields)
-    records, evidence = found
+    return _judged("kth-largest", root, fields, _thm2_judge)
+
+
+def _thm2_judge(records):
     m = _means(records)
     Ts = sorted({T for _, T in m})
     small = [T for T in Ts if T <= 16]
@@ -128,7 +139,7 @@ def thm2(root=None) -> Row:
         if not rising
         else f"k=1 {m[('k=1', small[0])]:.3f}-{m[('k=1', small[-1])]:.3f}; k=2,3 rising in T"
     )
-    return Row(ours=ours, verdict=_verdict(direction, rising), evidence=evidence, **fields)
+    return ours, direction, rising
 
 
 def thm3(root=None) -> Row:
@@ -224,14 +235,13 @@ def app_c3(root=None) -> Row:
         chapter="specific-position",
         anchor="c3-trained",
     )
-    found = _evidence("specific-position", root)
-    if found is None:
-        return _not_run("specific-position", **fields)
-    records, evidence = found
+    return _judged("specific-position", root, fields, _c3_judge)
+
+
+def _c3_judge(records):
     m = {label: v for (label, _), v in _means(records).items()}
     ok = m["pe=additive"] < 1e-2 and m["pe=none"] > 0.3
-    ours = f"NMSE {m['pe=additive']:.1e} with PE, {m['pe=none']:.2f} without"
-    return Row(ours=ours, verdict=_verdict(ok, ok), evidence=evidence, **fields)
+    return f"NMSE {m['pe=additive']:.1e} with PE, {m['pe=none']:.2f} without", ok, ok
 
 
 def prop1(root=None) -> Row:
@@ -277,13 +287,6 @@ def prop2(root=None) -> Row:
     )
 
 
-def _table11_gaps(records) -> dict:
-    per = {}
-    for r in aggregate(records):
-        per.setdefault(r["D"], {})[paper.config_kind(r["label"])] = r["mean"]
-    return {D: paper.dd_gap(v) for D, v in sorted(per.items()) if len(v) == 3}
-
-
 def _table11_row(key, claim, experiment, profile, root, anchor, chapter, statement) -> Row:
     third = {D: paper.dd_gap(v) for D, v in paper.TABLE_11.items()}
     fields = dict(
@@ -296,13 +299,15 @@ def _table11_row(key, claim, experiment, profile, root, anchor, chapter, stateme
         chapter=chapter,
         anchor=anchor,
     )
-    found = _evidence(experiment, root, profile)
-    if found is None:
-        return _not_run(f"{experiment} [{profile}]", **fields)
-    records, evidence = found
-    gaps = _table11_gaps(records)
+    return _judged(experiment, root, fields, _table11_judge, profile)
+
+
+def _table11_judge(records):
+    from .plateau import gaps_of_means
+
+    gaps = gaps_of_means(records)
     if not gaps:
-        return _not_run(f"{experiment} [{profile}]", **fields)
+        return None
     shown = ", ".join(f"{g:.1f}" for g in gaps.values())
     Ds = "/".join(map(str, gaps))
     T = records[0]["config"]["T"]
@@ -311,7 +316,7 @@ def _table11_row(key, claim, experiment, profile, root, anchor, chapter, stateme
     if missing:
         ours += f" (D = {', '.join(map(str, missing))} not yet run)"
     size = not missing and all(gaps[D] >= 30 for D in (2, 3, 4))
-    return Row(ours=ours, verdict=_verdict(all(g > 1 for g in gaps.values()), size), evidence=evidence, **fields)
+    return ours, all(g > 1 for g in gaps.values()), size
 
 
 def table11(root=None) -> Row:
@@ -343,15 +348,12 @@ def table11_tuned(root=None) -> Row:
     )
 
 
-def _triangle(root):
-    found = _evidence("triangle-center", root)
-    if found is None:
-        return None, None, None
-    records, evidence = found
+def _triangle(records):
+    """Our mean per (label, T) and, per T in Table 12, the largest distance from it over the sizes."""
     m = _means(records)
     common = sorted({T for _, T in m} & set(paper.TABLE_12))
     diff = {T: max(abs(m[(label, T)] - paper.TABLE_12[T][label]) for label in paper.TABLE_12[T]) for T in common}
-    return m, diff, evidence
+    return m, diff
 
 
 def table12(root=None) -> Row:
@@ -365,20 +367,17 @@ def table12(root=None) -> Row:
         chapter="triangle-center",
         anchor="table12",
     )
-    m, diff, evidence = _triangle(root)
-    if m is None:
-        return _not_run("triangle-center", **fields)
+    return _judged("triangle-center", root, fields, _table12_judge)
+
+
+def _table12_judge(records):
+    m, diff = _triangle(records)
     labels = sorted({label for label, _ in m})
     Ts = sorted({T for _, T in m})
     rising = all(m[(label, T2)] > m[(label, T1)] for label in labels for T1, T2 in zip(Ts, Ts[1:]))
     big = [T for T in diff if T >= 16]
     ours = f"largest |ours - Table 12| {max(diff[T] for T in big):.3f} at T >= 16" if big else "no T >= 16 run"
-    return Row(
-        ours=ours,
-        verdict=_verdict(rising, bool(big) and all(diff[T] < 0.05 for T in big)),
-        evidence=evidence,
-        **fields,
-    )
+    return ours, rising, bool(big) and all(diff[T] < 0.05 for T in big)
 
 
 def table12_t8(root=None) -> Row:
@@ -391,13 +390,15 @@ def table12_t8(root=None) -> Row:
         chapter="triangle-center",
         anchor="table12",
     )
-    m, diff, evidence = _triangle(root)
-    if m is None or 8 not in diff:
-        return _not_run("triangle-center", **fields)
+    return _judged("triangle-center", root, fields, _table12_t8_judge)
+
+
+def _table12_t8_judge(records):
+    m, diff = _triangle(records)
+    if 8 not in diff:
+        return None
     values = [v for (label, T), v in m.items() if T == 8]
-    ours = f"NMSE {min(values):.2f}-{max(values):.2f} at T = 8"
-    close = diff[8] < 0.05
-    return Row(ours=ours, verdict=_verdict(close, close), evidence=evidence, **fields)
+    return f"NMSE {min(values):.2f}-{max(values):.2f} at T = 8", diff[8] < 0.05, diff[8] < 0.05
 
 
 def sec62_order(root=None) -> Row:
