@@ -174,13 +174,6 @@ SMALL_CPU = {
 }
 
 
-def torch_tensor(array, like):
-    """A numpy constant of a target as a tensor on ``like``'s device and dtype."""
-    import torch
-
-    return torch.as_tensor(array, dtype=like.dtype, device=like.device)
-
-
 def _probe_inputs(model, target, T: int, n: int):
     """The same ``n`` fixed inputs (seeded) for every member, on the model's device: (M, n, T, d)."""
     import torch
@@ -604,7 +597,7 @@ class Probes(Experiment):
             for a, b in zip(argmax, second)
         ]
         if self.align_directions:
-            a = torch_tensor(target.a, X)
+            a = target.constant("a", X)
             first, last = direction_alignment(model, a, X)
             for m, f, l in zip(out, first, last):
                 m[f"directions_first_{phase}"], m[f"directions_last_{phase}"] = f.tolist(), l.tolist()

@@ -114,37 +114,39 @@ def _intrinsic_dimension(target, heads, pe) -> list[Construction]:
     ]
 
 
-def _depth_separation(target, heads, pe) -> list[Construction]:
+def _two_stage(heads, pe, pair, description: str, source: str) -> list[Construction]:
+    """The Thm 1 / App. E shape for a min or max over pairs: at layer 1 every token retrieves its best
+    partner under the pair score ``pair``, and the CLS retrieves the best pair among the tokens' sets."""
     if len(heads) < 2:
         return []
-    neg = -np.eye(target.d)
-    layers = layers_with(heads, [MaxPosition(within_key_score(neg))], {0: [MaxPosition(bilinear_score(neg))]})
-    return [
-        Construction(
-            "Thm 1 / App. E: layer 1 retrieves argmin_s x_tᵀx_s, the CLS retrieves the smallest pair",
-            InfoFlowModel(layers, pe),
-            "App. A.1 (second part) and App. E, eqs. 65–67",
-        )
-    ]
+    layers = layers_with(heads, [MaxPosition(within_key_pair_score(pair))], {0: [MaxPosition(pair_score(pair))]})
+    return [Construction(description, InfoFlowModel(layers, pe), source)]
+
+
+def _depth_separation(target, heads, pe) -> list[Construction]:
+    def neg_inner(a, b):
+        return -np.einsum("...d,...d->...", a, b)
+
+    return _two_stage(
+        heads,
+        pe,
+        neg_inner,
+        "Thm 1 / App. E: layer 1 retrieves argmin_s x_tᵀx_s, the CLS retrieves the smallest pair",
+        "App. A.1 (second part) and App. E, eqs. 65–67",
+    )
 
 
 def _pair_center(target, heads, pe) -> list[Construction]:
-    if len(heads) < 2:
-        return []
-
     def neg_norm(a, b):
         return -np.linalg.norm(a + b, axis=-1)
 
-    layers = layers_with(
-        heads, [MaxPosition(within_key_pair_score(neg_norm))], {0: [MaxPosition(pair_score(neg_norm))]}
+    return _two_stage(
+        heads,
+        pe,
+        neg_norm,
+        "pairwise two-stage: layer 1 retrieves argmin_s ‖x_t + x_s‖, the CLS retrieves the smallest pair",
+        "ours (beyond the paper), as Thm 1 / App. E",
     )
-    return [
-        Construction(
-            "pairwise two-stage: layer 1 retrieves argmin_s ‖x_t + x_s‖, the CLS retrieves the smallest pair",
-            InfoFlowModel(layers, pe),
-            "ours (beyond the paper), as Thm 1 / App. E",
-        )
-    ]
 
 
 def _single_center(target, heads, pe) -> list[Construction]:
