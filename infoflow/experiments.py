@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from .paper import KINDS, kind_heads, lever_of
+from .checks import enter
 from .targets import TARGETS
 
 __all__ = [
@@ -696,17 +697,12 @@ def register_experiment(cls: type[Experiment]) -> type[Experiment]:
     is refused (the same class defined again replaces it)."""
     if not (isinstance(cls, type) and issubclass(cls, Experiment)):
         raise TypeError(f"register_experiment takes an Experiment subclass, got {cls!r}")
-    if not cls.name or not all(c.isalnum() or c == "-" for c in cls.name):
-        raise ValueError(f"{cls.__name__}.name must be a slug of letters, digits and '-', got {cls.name!r}")
     if cls.target not in TARGETS:
         raise ValueError(
             f"{cls.__name__}.target {cls.target!r} is not a registered target; register it first "
             f"(registered: {', '.join(TARGETS)})"
         )
-    taken = EXPERIMENTS.get(cls.name)
-    if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
-        raise ValueError(f"experiment name {cls.name!r} is taken by {taken.__module__}.{taken.__qualname__}")
-    EXPERIMENTS[cls.name] = cls
+    enter(EXPERIMENTS, "experiment", cls.name, cls)
     return cls
 
 

@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from .backend import array_namespace, as_array, normal, uniform
-from .checks import positive_int
+from .checks import enter, positive_int
 
 __all__ = [
     "Target",
@@ -302,15 +302,9 @@ def register_target(cls: type[Target]) -> type[Target]:
     defined again, as when a notebook cell reruns, replaces it)."""
     if not (isinstance(cls, type) and issubclass(cls, Target)):
         raise TypeError(f"register_target takes a Target subclass, got {cls!r}")
-    name = cls.__dict__.get("name")
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c == "-" for c in name):
-        raise ValueError(f"{cls.__name__}.name must be a slug of letters, digits and '-', got {name!r}")
-    if not hasattr(cls, "__dataclass_fields__") or "__dataclass_fields__" not in cls.__dict__:
+    if "__dataclass_fields__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__} must be a dataclass (decorate it with @dataclass(frozen=True))")
-    taken = TARGETS.get(name)
-    if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
-        raise ValueError(f"target name {name!r} is taken by {taken.__module__}.{taken.__qualname__}")
-    TARGETS[name] = cls
+    enter(TARGETS, "target", cls.__dict__.get("name"), cls)
     return cls
 
 
