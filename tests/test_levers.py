@@ -322,3 +322,38 @@ def test_directions_covered_reads_an_alignment_matrix():
 
     alignment = [[0.9, 0.1, 0.0], [0.2, 0.4, 0.0], [0.6, 0.0, 0.55]]  # heads x directions
     assert directions_covered(alignment) == [0, 2] and directions_covered(alignment, level=0.3) == [0, 1, 2]
+
+
+def test_best_seed_rows_keep_the_best_seed_of_each_configuration():
+    from infoflow.probes import best_seed_rows
+
+    def rec(label, seed, nmse, dirs_first, dirs_last):
+        m = {
+            "recovery_argmax_init": [1.0, 1.0],
+            "recovery_argmax_trained": [0.5, 0.7],
+            "recovery_second_init": [1.0, 2.0],
+            "recovery_second_trained": [1.0, 2.0],
+            "directions_first_trained": dirs_first,
+            "directions_last_trained": dirs_last,
+        }
+        curve = [[1, 1.0], [2, 0.5], [3, 0.5], [4, nmse]]
+        return {
+            "config": {"label": label, "seed": seed},
+            "status": "done",
+            "curve": curve,
+            "metrics": {"best_val_nmse": nmse},
+            "measurements": m,
+        }
+
+    rows = best_seed_rows(
+        [
+            rec("(5,6)", 0, 0.01, [[0.9, 0.0]], [[0.0, 0.8]]),
+            rec("(5,6)", 1, 0.002, [[0.1, 0.1]], [[0.6, 0.7]]),
+            {"config": {"label": "(5,6)", "seed": 2}, "status": "failed", "metrics": {"best_val_nmse": None}},
+        ]
+    )
+    (row,) = rows
+    assert (row["config"], row["seed"], row["val_nmse"]) == ("(5,6)", 1, 0.002)
+    assert row["c1_ratio"] == pytest.approx(0.6) and row["c2_ratio"] == pytest.approx(1.0)
+    assert (row["first_layer_directions"], row["cls_directions"], row["directions_together"]) == (0, 2, 2)
+    assert row["tail_improvement"] == pytest.approx((0.5 - 0.002) / 0.5)
