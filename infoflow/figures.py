@@ -18,7 +18,17 @@ matplotlib.rcParams["svg.fonttype"] = "none"
 FIGURE_DIR = Path(os.environ.get("INFOFLOW_FIGURE_DIR", Path(__file__).resolve().parent.parent / "book" / "figures"))
 FORMATS = ("pdf", "svg", "png")
 
-__all__ = ["save_figure", "caption", "FIGURE_DIR", "plot_information_flow", "plot_seed_spread", "table", "show_figure"]
+__all__ = [
+    "save_figure",
+    "caption",
+    "FIGURE_DIR",
+    "plot_information_flow",
+    "plot_seed_spread",
+    "table",
+    "show_figure",
+    "span",
+    "numbers",
+]
 
 
 def plot_seed_spread(ax, rows, x: str, series: str = "label", logy: bool = True, markers="osD^v<>"):
@@ -185,3 +195,16 @@ def show_figure(fig, name: str, rows: Iterable[Mapping], caption_text: str) -> N
     save_figure(fig, name, rows, caption_text)
     glue(name, fig, display=False)
     plt.close(fig)
+
+
+def span(values, fmt: str = ".3g", sep: str = " to ") -> str:
+    """A range of numbers for prose: '0.84 to 0.86', or one number when both ends print the same."""
+    values = list(values)
+    low, high = format(min(values), fmt), format(max(values), fmt)
+    return low if low == high else f"{low}{sep}{high}"
+
+
+def numbers(values, fmt: str = ".2g") -> str:
+    """Numbers listed for prose: '1.1, 2.4 and 1.1'."""
+    texts = [format(v, fmt) for v in values]
+    return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]

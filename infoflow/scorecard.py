@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import paper
+from .figures import span
 from .results import aggregate, best_profile, describe, load_records
 
 __all__ = ["Row", "VERDICTS", "MEANINGS", "RULE", "CLAIMS", "scorecard", "claim"]
@@ -176,8 +177,7 @@ def _probe_summary(root):
 
 def _span(values) -> str:
     """'0.84-0.86' (three significant digits), or one number when the ends agree."""
-    low, high = f"{min(values):.3g}", f"{max(values):.3g}"
-    return low if low == high else f"{low}-{high}"
+    return span(values, ".3g", "-")
 
 
 def _ratio_range(tables, heads=None) -> str:

@@ -39,3 +39,11 @@ def test_plot_information_flow_draws_every_set():
     ax = plot_information_flow(tr)
     assert len(ax.texts) == (tr.L + 1) * (tr.T + 1)
     plt.close(ax.figure)
+
+
+def test_span_and_numbers_write_numbers_for_prose():
+    from infoflow.figures import numbers, span
+
+    assert span([0.843, 0.856, 0.85]) == "0.843 to 0.856" and span([0.9851, 0.9849], ".3g") == "0.985"
+    assert span([1.0, 2.0], ".2g", "-") == "1-2"
+    assert numbers([1.13, 2.4]) == "1.1 and 2.4" and numbers([1, 2, 3], "d") == "1, 2 and 3" and numbers([7]) == "7"
