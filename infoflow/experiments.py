@@ -331,10 +331,56 @@ LEVERS = {
     "fixed 100k set": {"n_train": 100000},
     "width x2": {"width": 2},
 }
-LEVER_KEYS = {"warmup", "curriculum", "qk_init", "width"} | set(TrainSpec.model_fields)
+TRAIN_LEVER_KEYS = {"warmup", "curriculum"} | set(TrainSpec.model_fields)
+LEVER_KEYS = {"qk_init", "width"} | TRAIN_LEVER_KEYS
 
 
-class IntrinsicDimensionLevers(IntrinsicDimension):
+class LeverStudy(Experiment):
+    """Base of the optimisation studies: a recipe (the experiment's own settings) and, one at a time,
+    the changes of it named in ``levers`` ({name: {key: value}}; keys in ``lever_keys``). Training
+    keys are applied here (:meth:`train_for`); a subclass applies its model and target keys in its
+    variants, labelled ``"<configuration> <lever name>"``."""
+
+    lever_keys: ClassVar[set] = TRAIN_LEVER_KEYS
+    levers: dict[str, dict] = {"paper recipe": {}}
+
+    @field_validator("levers")
+    @classmethod
+    def _levers(cls, v):
+        for name, lever in v.items():
+            unknown = set(lever) - cls.lever_keys
+            if unknown:
+                raise ValueError(
+                    f"lever {name!r}: unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(cls.lever_keys))}"
+                )
+        return v
+
+    def train_for(self, label: str) -> dict:
+        """The recipe's training settings with the label's lever applied: "warmup" and a curriculum's
+        stage lengths as fractions of ``train.steps``, the curriculum's sequence lengths as fractions
+        of ``T``; other keys are TrainSpec fields."""
+        lever = self.levers[lever_of(label)]
+        train = self.train.model_dump()
+        steps = train["steps"]
+        for key, value in lever.items():
+            if key == "warmup":
+                train["warmup_steps"] = int(round(value * steps))
+            elif key == "curriculum":  # stages too short to hold a step at this length of training are left out
+                stages = [(max(1, int(round(f * self.T))), int(round(g * steps))) for f, g in value]
+                train["curriculum"] = [stage for stage in stages if stage[1] > 0]
+            elif key in TrainSpec.model_fields:
+                train[key] = value
+        try:
+            return TrainSpec.model_validate(train).model_dump()
+        except ValidationError as err:
+            e = err.errors()[0]
+            where = ".".join(str(p) for p in e["loc"])
+            raise ConfigError(
+                f"{self.name}: lever {lever_of(label)!r}: train{'.' + where if where else ''}: {e['msg']}"
+            ) from None
+
+
+class IntrinsicDimensionLevers(IntrinsicDimension, LeverStudy):
     """The Sec. 6.1 optimisation study: the paper recipe and, one at a time, the levers of ``levers``
     (each a change of the recipe, :data:`LEVERS`), for the configurations in ``kinds``. The model is
     probed as it trains: at every evaluation, how often each first-layer head attends to the partner
@@ -345,6 +391,7 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
         "Sec. 6.1 optimisation study: (D,D) under the paper recipe and one lever at a time, heads probed while training"
     )
     kinds: list[Literal["(D,D)", "(D-1,D)", "(D,D-1)"]] = ["(D,D)"]
+    lever_keys: ClassVar[set] = LEVER_KEYS
     levers: dict[str, dict] = LEVERS
     probe_samples: PositiveInt = 256
     profiles: ClassVar[dict] = {
@@ -367,17 +414,6 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
         },
     }
 
-    @field_validator("levers")
-    @classmethod
-    def _levers(cls, v):
-        for name, lever in v.items():
-            unknown = set(lever) - LEVER_KEYS
-            if unknown:
-                raise ValueError(
-                    f"lever {name!r}: unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(LEVER_KEYS))}"
-                )
-        return v
-
     def variants(self):
         for D in self.Ds:
             for kind in self.kinds:
@@ -390,27 +426,6 @@ class IntrinsicDimensionLevers(IntrinsicDimension):
                     model = self.model(heads, self.E * width, **extra)
                     model["ffn"] = self.ffn * width
                     yield f"({heads[0]},{heads[1]}) {name}", {"D": D, "d": 4}, self.T, model
-
-    def train_for(self, label: str) -> dict:
-        lever = self.levers[lever_of(label)]
-        train = self.train.model_dump()
-        steps = train["steps"]
-        for key, value in lever.items():
-            if key == "warmup":
-                train["warmup_steps"] = int(round(value * steps))
-            elif key == "curriculum":  # stages too short to hold a step at this length of training are left out
-                stages = [(max(1, int(round(f * self.T))), int(round(g * steps))) for f, g in value]
-                train["curriculum"] = [stage for stage in stages if stage[1] > 0]
-            elif key in TrainSpec.model_fields:
-                train[key] = value
-        try:
-            return TrainSpec.model_validate(train).model_dump()
-        except ValidationError as err:
-            e = err.errors()[0]
-            where = ".".join(str(p) for p in e["loc"])
-            raise ConfigError(
-                f"{self.name}: lever {lever_of(label)!r}: train{'.' + where if where else ''}: {e['msg']}"
-            ) from None
 
     def monitor(self, model, targets, T: int):
         import torch
@@ -442,6 +457,23 @@ class IntrinsicDimensionTuned(IntrinsicDimensionLevers):
             "ffn": 96,
             "train": {"steps": 8000, "batch": 256, "n_val": 4096, "eval_every": 200, "n_train": None},
         },
+        "quick": IntrinsicDimensionLevers.profiles["quick"],
+    }
+
+
+class IntrinsicDimensionCombined(IntrinsicDimensionTuned):
+    """Sec. 6.1 under the study's two strongest levers together, lr 1e-2 and twice the width (E and
+    ffn), all three configurations at D = 2 (DEFAULT, ours): does combining them meet the goal that
+    the tuned recipe (lr 1e-2 alone) misses? Same steps, seeds and probes as the tuned recipe."""
+
+    name: ClassVar[str] = "intrinsic-dimension-combined"
+    description: ClassVar[str] = (
+        "Sec. 6.1 under lr 1e-2 and width x2 together: (D,D), (D-1,D), (D,D-1) at D = 2, heads probed"
+    )
+    levers: dict[str, dict] = {"lr 1e-2, width x2": {"lr": 1e-2, "width": 2}}
+    profiles: ClassVar[dict] = {
+        "paper": {"Ds": [2], "train": {"n_train": None}},
+        "cpu": {**IntrinsicDimensionTuned.profiles["cpu"], "Ds": [2]},
         "quick": IntrinsicDimensionLevers.profiles["quick"],
     }
 
@@ -478,6 +510,55 @@ class PairCenter(TriangleCenter):
     name: ClassVar[str] = "pair-center"
     description: ClassVar[str] = "Beyond the paper: min ||x_s + x_t|| (Order 2), the triangle-center sizes across T"
     target: ClassVar[str] = "pair-center"
+
+
+# The T = 8 study of Table 12 (issue: ours 0.36-0.39 on the GPU, third-party 0.072-0.086). Each lever
+# changes the paper recipe in one respect (values DEFAULT, ours): "ffn" sets the FFN width (the paper's
+# is lost), "clamp" the input law's norm bounds ([0, 1000]: no clamp in effect for N(0, 2 I_2)).
+TRIANGLE_LEVERS = {
+    "paper recipe": {},
+    "fresh samples": {"n_train": None},
+    "ffn 32": {"ffn": 32},
+    "ffn 512": {"ffn": 512},
+    "lr 3e-3": {"lr": 3e-3},
+    "lr 1e-2": {"lr": 1e-2},
+    "batch 64": {"batch": 64},
+    "batch 1024": {"batch": 1024},
+    "weight decay 0": {"weight_decay": 0.0},
+    "no clamp": {"clamp": [0.0, 1000.0]},
+}
+
+
+class TriangleCenterLevers(TriangleCenter, LeverStudy):
+    """Table 12 at T = 8: the paper recipe and, one at a time, the levers of :data:`TRIANGLE_LEVERS`
+    (FFN width, a fixed set against fresh samples, learning rate, batch, weight decay, the input law's
+    clamp), for one model size. Does any of them close our 0.38 to the third-party 0.08?"""
+
+    name: ClassVar[str] = "triangle-center-levers"
+    description: ClassVar[str] = (
+        "Table 12 at T = 8: the paper recipe and one lever at a time (FFN, data, lr, batch, clamp)"
+    )
+    lever_keys: ClassVar[set] = (TRAIN_LEVER_KEYS - {"curriculum"}) | {"ffn", "clamp"}
+    levers: dict[str, dict] = TRIANGLE_LEVERS
+    Ts: list[PositiveInt] = [8]
+    sizes: list[tuple[PositiveInt, PositiveInt, PositiveInt]] = [(4, 4, 24)]
+    profiles: ClassVar[dict] = {
+        "paper": {},
+        "cpu": {"train": {"steps": 4000, "n_val": 4096, "eval_every": 200}},
+        "quick": {
+            "seeds": [0],
+            "train": {"steps": 100, "batch": 64, "n_train": 2000, "n_val": 512, "eval_every": 50},
+        },
+    }
+
+    def variants(self):
+        for T in self.Ts:
+            for h1, h2, E in self.sizes:
+                for name, lever in self.levers.items():
+                    model = self.model((h1, h2), E)
+                    model["ffn"] = lever.get("ffn", self.ffn)
+                    params = {"clamp": [float(v) for v in lever["clamp"]]} if "clamp" in lever else {}
+                    yield f"({h1},{h2}),E={E} {name}", params, T, model
 
 
 class ComparisonOrder(TriangleCenter):
@@ -718,9 +799,11 @@ for _cls in (
     IntrinsicDimensionWide,
     IntrinsicDimensionLevers,
     IntrinsicDimensionTuned,
+    IntrinsicDimensionCombined,
     TriangleCenter,
     PairCenter,
     ComparisonOrder,
+    TriangleCenterLevers,
 ):
     register_experiment(_cls)
 

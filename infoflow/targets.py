@@ -218,6 +218,16 @@ class TriangleCenter(Target):
     label: ClassVar[str] = "THIRD-PARTY"
     d: int = 2
     chunk: int = 256
+    clamp: tuple = (0.2, 4.0)  # the input law's norm bounds; (0, inf): no clamp (a lever of the T = 8 study)
+
+    def __post_init__(self):
+        try:
+            lo, hi = (float(v) for v in self.clamp)
+        except (TypeError, ValueError):
+            raise ValueError(f"clamp must be [low, high], two numbers; got {self.clamp!r}") from None
+        if not 0 <= lo < hi < float("inf"):
+            raise ValueError(f"clamp must be [low, high] with 0 <= low < high < inf, got {[lo, hi]}")
+        object.__setattr__(self, "clamp", (lo, hi))
 
     def __call__(self, X):
         xp = array_namespace(X)
@@ -236,7 +246,8 @@ class TriangleCenter(Target):
         X = normal(rng, (n, T, self.d)) * np.sqrt(2.0)
         xp = array_namespace(X)
         r = xp.linalg.vector_norm(X, axis=-1, keepdims=True)
-        return X * (xp.clip(r, min=0.2, max=4.0) / r)
+        lo, hi = (float(v) for v in getattr(self, "clamp", (0.2, 4.0)))
+        return X * (xp.clip(r, min=lo, max=hi) / r)
 
 
 @dataclass(frozen=True)

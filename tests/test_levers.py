@@ -109,6 +109,50 @@ def test_the_study_expands_one_variant_per_lever_with_its_change_applied():
         make_experiment("intrinsic-dimension-levers", "cpu", {"levers": {"mine": {"momentum": 0.5}}})
 
 
+def test_the_triangle_study_varies_one_thing_per_lever_from_the_paper_recipe():
+    exp = make_experiment("triangle-center-levers", "cpu")
+    runs = {r["label"].split(" ", 1)[1]: r for r in exp.runs() if r["seed"] == 0}
+    assert set(runs) == set(exp.levers) and {r["T"] for r in runs.values()} == {8}
+    paper = runs["paper recipe"]
+    assert paper["train"]["n_train"] == 100000 and paper["train"]["lr"] == 1e-3 and paper["target_params"] == {}
+
+    def changed(run):
+        out = {k: v for k, v in run["train"].items() if paper["train"][k] != v}
+        out.update({k: v for k, v in run["model"].items() if paper["model"][k] != v})
+        return {**out, **run["target_params"]}
+
+    assert {name: changed(r) for name, r in runs.items()} == {
+        "paper recipe": {},
+        "fresh samples": {"n_train": None},
+        "ffn 32": {"ffn": 32},
+        "ffn 512": {"ffn": 512},
+        "lr 3e-3": {"lr": 3e-3},
+        "lr 1e-2": {"lr": 1e-2},
+        "batch 64": {"batch": 64},
+        "batch 1024": {"batch": 1024},
+        "weight decay 0": {"weight_decay": 0.0},
+        "no clamp": {"clamp": [0.0, 1000.0]},
+    }
+    with pytest.raises(ConfigError, match="lever 'c': unknown keys \\['curriculum'\\]"):
+        make_experiment("triangle-center-levers", "cpu", {"levers": {"c": {"curriculum": [[0.5, 0.5]]}}})
+
+
+def test_the_clamp_bounds_the_input_norms_and_is_checked():
+    from infoflow.targets import make_target
+
+    g = torch.Generator().manual_seed(0)
+    norms = make_target("triangle-center").sample_inputs(g, 4000, 8).norm(dim=-1)
+    assert norms.min() >= 0.2 - 1e-6 and norms.max() <= 4.0 + 1e-6 and (norms == 4.0).any()
+    g = torch.Generator().manual_seed(0)
+    free = make_target("triangle-center", clamp=[0.0, 1000.0]).sample_inputs(g, 4000, 8).norm(dim=-1)
+    assert free.max() > 4.0 and free.min() < 0.2
+    inside = (free > 0.2) & (free < 4.0)
+    torch.testing.assert_close(free[inside], norms[inside])  # the same draws, only the clamp differs
+    for bad in ([1.0, 0.5], [0.0, float("inf")], [1.0]):
+        with pytest.raises(ValueError, match="clamp must be"):
+            make_target("triangle-center", clamp=bad)
+
+
 class _Attending:
     """A stand-in model whose one first-layer head attends, from each token, to a given key."""
 
