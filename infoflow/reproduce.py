@@ -70,6 +70,57 @@ def _new_lines(source: Path, dest: Path) -> int:
     return len(new)
 
 
+def _extract(archive: Path, into: str, dropped: list) -> list[Path]:
+    """Extract the members of ``archive`` that pass the bounds (:func:`_bounded_members`) into
+    ``into``; the files extracted. A file that is not a readable tar archive is a ValueError."""
+    try:
+        with tarfile.open(archive) as tar:
+            members = _bounded_members(tar, archive, dropped)
+            # Python >= 3.11.4 checks the same again (the "data" filter)
+            tar.extractall(into, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as err:
+        raise ValueError(f"archive {archive}: cannot be read as a tar archive ({err})") from None
+    return [p for p in Path(into).rglob("*") if p.is_file()]
+
+
+def _ingest_records(found: ResultsStore, dest: Path, experiment: str, profile: str, summary: dict, log) -> None:
+    """Copy into ``dest`` the valid records of ``found`` it lacks or holds only an invalid copy of;
+    a record of another experiment filed here is reported, not copied."""
+    for record in found.records():
+        if record["config"].get("experiment") != experiment:
+            summary["problems"].append(
+                f"{experiment}/{profile}/{record['config_hash']}.json: a record of "
+                f"{record['config'].get('experiment')!r} filed under {experiment!r}"
+            )
+            continue
+        target = dest / f"{record['config_hash']}.json"
+        if target.exists():
+            if ResultsStore(dest).get(record["config_hash"]) is not None:
+                summary["kept"] += 1
+                continue
+            summary["replaced"] += 1  # the copy here is invalid: the valid incoming one replaces it
+            log(f"replacing invalid {target} with the archive's valid copy")
+        dest.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, found.path(record["config_hash"]).read_bytes())
+        key = f"{experiment}/{profile}"
+        summary["records"][key] = summary["records"].get(key, 0) + 1
+
+
+def _keep_checkpoints(folder: Path, experiment: str, profile: str, checkpoints, summary: dict, log) -> None:
+    """Keep the training states of ensembles the run cut short in ``checkpoints/EXPERIMENT/PROFILE``."""
+    for ckpt in sorted(folder.glob(".*.ckpt")):
+        if checkpoints is None:
+            log(
+                f"warning: {ckpt.name} ({experiment}/{profile}): a cut ensemble's state, "
+                "not kept (no checkpoints folder)"
+            )
+            continue
+        keep = Path(checkpoints) / experiment / profile
+        keep.mkdir(parents=True, exist_ok=True)
+        atomic_write(keep / ckpt.name, ckpt.read_bytes())
+        summary["checkpoints"].append(str(keep / ckpt.name))
+
+
 def ingest(
     archive: Path,
     root: Path = DATA_DIR,
@@ -94,53 +145,19 @@ def ingest(
         "checkpoints": [],
     }
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
-        try:
-            with tarfile.open(archive) as tar:
-                members = _bounded_members(tar, archive, summary["dropped"])
-                # Python >= 3.11.4 checks the same again (the "data" filter)
-                tar.extractall(tmp, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-        except (OSError, tarfile.TarError, EOFError, zlib.error) as err:
-            raise ValueError(f"archive {archive}: cannot be read as a tar archive ({err})") from None
-        files = [p for p in Path(tmp).rglob("*") if p.is_file()]
+        files = _extract(archive, tmp, summary["dropped"])
         for folder in sorted({p.parent for p in files}):
             experiment, profile = folder.parent.name, folder.name
             if experiment not in EXPERIMENTS or profile not in EXPERIMENTS[experiment].profiles:
                 continue
             dest, found = Path(root) / experiment / profile, ResultsStore(folder)
-            for record in found.records():
-                if record["config"].get("experiment") != experiment:
-                    summary["problems"].append(
-                        f"{experiment}/{profile}/{record['config_hash']}.json: a record of "
-                        f"{record['config'].get('experiment')!r} filed under {experiment!r}"
-                    )
-                    continue
-                target = dest / f"{record['config_hash']}.json"
-                if target.exists():
-                    if ResultsStore(dest).get(record["config_hash"]) is not None:
-                        summary["kept"] += 1
-                        continue
-                    summary["replaced"] += 1  # the copy here is invalid: the valid incoming one replaces it
-                    log(f"replacing invalid {target} with the archive's valid copy")
-                dest.mkdir(parents=True, exist_ok=True)
-                atomic_write(target, found.path(record["config_hash"]).read_bytes())
-                key = f"{experiment}/{profile}"
-                summary["records"][key] = summary["records"].get(key, 0) + 1
+            _ingest_records(found, dest, experiment, profile, summary, log)
             summary["problems"] += [
                 f"{Path(p.path).relative_to(tmp)}: {p.reason.split(';')[0]}" for p in found.problems
             ]
             if (folder / "sweeps.jsonl").exists():
                 summary["sweep_lines"] += _new_lines(folder / "sweeps.jsonl", dest / "sweeps.jsonl")
-            for ckpt in sorted(folder.glob(".*.ckpt")):
-                if checkpoints is None:
-                    log(
-                        f"warning: {ckpt.name} ({experiment}/{profile}): a cut ensemble's state, "
-                        "not kept (no checkpoints folder)"
-                    )
-                    continue
-                keep = Path(checkpoints) / experiment / profile
-                keep.mkdir(parents=True, exist_ok=True)
-                atomic_write(keep / ckpt.name, ckpt.read_bytes())
-                summary["checkpoints"].append(str(keep / ckpt.name))
+            _keep_checkpoints(folder, experiment, profile, checkpoints, summary, log)
         if bench is not None:
             for lines in (p for p in files if p.name == "results.jsonl" and p.parent.name == "benchmarks"):
                 summary["benchmark_lines"] += _new_lines(lines, Path(bench))
@@ -226,6 +243,24 @@ def reproduce(
     return {"profile": profile, "experiments": summaries, "manifest": str(manifest)}
 
 
+def _compare(old: dict, new: Optional[dict], name: str, profile: str, rtol: float) -> dict:
+    """One row of :func:`verify`: a committed record's best validation NMSE against the retrained one."""
+    a, b = old["metrics"]["best_val_nmse"], new["metrics"]["best_val_nmse"] if new else None
+    diff = None if a is None or b is None else abs(b - a) / max(abs(a), 1e-30)
+    return {
+        "experiment": name,
+        "profile": profile,
+        "record": old["config_hash"],
+        "label": old["config"]["label"],
+        "seed": old["config"]["seed"],
+        "committed": a,
+        "now": b,
+        "rel_diff": diff,
+        "ok": (a is None and b is None) or (diff is not None and diff <= rtol),
+        "committed_at": (old["provenance"].get("git_commit") or "?")[:7],
+    }
+
+
 def verify(
     names: Optional[Sequence[str]] = None,
     profile: str = "quick",
@@ -262,28 +297,13 @@ def verify(
                 train_group(exp, g, fresh, Execution(device="cpu").resolved(), log=lambda m: None)
             for old in chosen:
                 new = fresh.get(old["config_hash"])
-                a, b = old["metrics"]["best_val_nmse"], new["metrics"]["best_val_nmse"] if new else None
-                diff = None if a is None or b is None else abs(b - a) / max(abs(a), 1e-30)
-                ok = (a is None and b is None) or (diff is not None and diff <= rtol)
-                rows.append(
-                    {
-                        "experiment": name,
-                        "profile": profile,
-                        "record": old["config_hash"],
-                        "label": old["config"]["label"],
-                        "seed": old["config"]["seed"],
-                        "committed": a,
-                        "now": b,
-                        "rel_diff": diff,
-                        "ok": ok,
-                        "committed_at": (old["provenance"].get("git_commit") or "?")[:7],
-                    }
-                )
+                row = _compare(old, new, name, profile, rtol)
+                rows.append(row)
                 log(
-                    f"{'ok   ' if ok else 'STALE'} {name}/{profile}/{old['config_hash']} {old['config']['label']} "
-                    f"seed {old['config']['seed']}: committed {a}, now {b}"
+                    f"{'ok   ' if row['ok'] else 'STALE'} {name}/{profile}/{old['config_hash']} {row['label']} "
+                    f"seed {row['seed']}: committed {row['committed']}, now {row['now']}"
                 )
-                if refresh and not ok and new is not None:
+                if refresh and not row["ok"] and new is not None:
                     atomic_write(
                         Path(root) / name / profile / f"{old['config_hash']}.json",
                         fresh.path(old["config_hash"]).read_bytes(),

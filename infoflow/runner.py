@@ -377,6 +377,54 @@ def _log_sweep(
         fh.write(json.dumps(sweep) + "\n")
 
 
+def _open_store(name: str, profile: str, out: Optional[Path], log: Callable) -> ResultsStore:
+    """The sweep's folder (default ``data/NAME/PROFILE``), checked writable, with the debris of an
+    interrupted sweep (temporary files, stale claims) removed."""
+    if out is not None and not str(out).strip():
+        raise ValueError("out must name a folder, got an empty string")
+    store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)
+    store.ensure_writable()
+    debris = store.clean_debris()
+    if debris:
+        log(f"removed {len(debris)} leftover temporary file(s) or stale claim(s) from an interrupted sweep")
+    return store
+
+
+def _plan(exp: Experiment, store: ResultsStore, execution: Execution, retry_failed: bool, log: Callable):
+    """The runs still to train, grouped into ensembles: (runs, todo, skipped, share_shapes, groups).
+    Warns of checkpoints that belong to no ensemble of this plan (left in place, not used)."""
+    runs = exp.runs()
+    todo, skipped = _todo(runs, store, retry_failed, log)
+    share_shapes = execution.share_shapes if execution.share_shapes is not None else execution.device.startswith("cuda")
+    share_shapes = share_shapes and type(exp).measure is Experiment.measure and type(exp).monitor is Experiment.monitor
+    groups = group_runs(todo, share_shapes, execution.max_members)
+    expected = {checkpoint_path(store, g).name for g in groups}
+    for orphan in sorted(p.name for p in store.root.glob(".*.ckpt") if p.name not in expected):
+        log(
+            f"warning: checkpoint {store.root / orphan} belongs to no ensemble of this sweep (other grouping "
+            "options?); left in place, not used"
+        )
+    return runs, todo, skipped, share_shapes, groups
+
+
+def _dispatch(exp, profile, overrides, groups, store, execution, progress, log) -> int:
+    """Train the groups where ``execution`` says (Slurm, local workers, or this process); how many
+    runs were trained."""
+    if execution.executor == "slurm":
+        from .slurm import run_on_slurm
+
+        run_on_slurm(
+            exp, profile, overrides, groups, store, execution, progress, log, job_fn=train_group_job, key_fn=group_key
+        )
+        return sum(len(g) for g in groups)
+    if execution.workers > 1 and len(groups) > 1:
+        return _train_in_workers(exp, profile, overrides, groups, store, execution, progress, log)
+    return sum(
+        train_group(exp, group, store, execution, progress, log)
+        for group in tqdm(groups, disable=not progress, desc=exp.name)
+    )
+
+
 def run_experiment(
     name: str,
     profile: str = "quick",
@@ -398,52 +446,14 @@ def run_experiment(
     exp = make_experiment(name, profile, overrides)
     if not exp.runs():
         raise ValueError(f"{name}: no runs under profile {profile} with these settings (an empty list?)")
-    if out is not None and not str(out).strip():
-        raise ValueError("out must name a folder, got an empty string")
-    store = ResultsStore(Path(out) if out is not None else DEFAULT_ROOT / name / profile)
-    store.ensure_writable()
-    debris = store.clean_debris()
-    if debris:
-        log(f"removed {len(debris)} leftover temporary file(s) or stale claim(s) from an interrupted sweep")
-    runs = exp.runs()
-    todo, skipped = _todo(runs, store, retry_failed, log)
-    share_shapes = execution.share_shapes if execution.share_shapes is not None else execution.device.startswith("cuda")
-    share_shapes = share_shapes and type(exp).measure is Experiment.measure and type(exp).monitor is Experiment.monitor
-    groups = group_runs(todo, share_shapes, execution.max_members)
-    expected = {checkpoint_path(store, g).name for g in groups}
-    for orphan in sorted(p.name for p in store.root.glob(".*.ckpt") if p.name not in expected):
-        log(
-            f"warning: checkpoint {store.root / orphan} belongs to no ensemble of this sweep (other grouping "
-            "options?); left in place, not used"
-        )
+    store = _open_store(name, profile, out, log)
+    runs, todo, skipped, share_shapes, groups = _plan(exp, store, execution, retry_failed, log)
     start = time.perf_counter()
     log(
         f"{name} [{profile}] on {execution.device}: {len(runs)} runs, {skipped} already recorded, "
         f"{len(todo)} to train in {len(groups)} ensemble(s){' (shared shapes)' if share_shapes else ''} -> {store.root}"
     )
-    if execution.executor == "slurm":
-        from .slurm import run_on_slurm
-
-        run_on_slurm(
-            exp,
-            profile,
-            overrides or {},
-            groups,
-            store,
-            execution,
-            progress,
-            log,
-            job_fn=train_group_job,
-            key_fn=group_key,
-        )
-        trained = len(todo)
-    elif execution.workers > 1 and len(groups) > 1:
-        trained = _train_in_workers(exp, profile, overrides or {}, groups, store, execution, progress, log)
-    else:
-        trained = sum(
-            train_group(exp, group, store, execution, progress, log)
-            for group in tqdm(groups, disable=not progress, desc=name)
-        )
+    trained = _dispatch(exp, profile, overrides or {}, groups, store, execution, progress, log)
     wall = round(time.perf_counter() - start, 1)
     hashes = {config_hash(r) for r in runs}
     records = [r for r in store.records() if r["config_hash"] in hashes]
