@@ -132,7 +132,7 @@ def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
             "train.tail_steps=0",
         ]
     )
-    if name == "intrinsic-dimension-levers":  # its levers set batch 64 and a curriculum: fresh samples
+    if issubclass(EXPERIMENTS[name], experiments.LeverStudy):  # levers set larger batches, a curriculum
         few["train"]["n_train"] = None
     exp = make_experiment(name, "paper", few)
     if name == "intrinsic-dimension-wide":  # no runs at paper scale (see test_every_profile_is_valid)
