@@ -3,7 +3,8 @@
 Serves the built HTML on 127.0.0.1, then for each page: it loads (HTTP 200), no console errors or
 failed requests, every image loaded and visible, every internal link resolves (its #section too), MathJax rendered
 (no raw $$ or \\( left outside code), no output or table wider than the text column (cut off or
-scrolled), every image of a cell output inside a numbered figure, no reference to the working note
+scrolled), every image of a cell output inside a numbered figure, every table of a cell output followed
+by a link to download its CSV, no reference to the working note
 "SPEC" (the book's account is its appendix), and the scorecard page present with its table; one
 screenshot per page in --screens.
 
@@ -71,6 +72,13 @@ UNNUMBERED_IMAGES = """() => Array.from(document.querySelectorAll('main img')).f
   return !(fig && fig.querySelector('figcaption .caption-number'));
 }).map(i => i.getAttribute('src'))"""
 
+# Tables a cell output shows that no CSV download link follows (the next element after the cell).
+TABLES_WITHOUT_CSV = """() => Array.from(document.querySelectorAll('main .cell_output table')).filter(t => {
+  let next = t.closest('.cell').nextElementSibling;
+  const link = next && next.querySelector('a.download[href$=".csv"], a[download][href$=".csv"]');
+  return !link;
+}).map(t => (t.querySelector('caption, th') || t).innerText.trim().slice(0, 60))"""
+
 SCORECARD_PAGE = "book/notebooks/scorecard.html"
 
 
@@ -133,6 +141,8 @@ def check_page(page, base: str, rel: str, html_dir: Path, screens: Path) -> list
         problems.append(f"{rel}: wider than the column: {block}")
     for src in page.evaluate(UNNUMBERED_IMAGES):
         problems.append(f"{rel}: image without a numbered caption: {src}")
+    for first in page.evaluate(TABLES_WITHOUT_CSV):
+        problems.append(f"{rel}: table without a CSV download link after it: {first}")
     if re.search(r"\bSPEC\b", page.evaluate("() => (document.querySelector('main') || document.body).innerText")):
         problems.append(f"{rel}: mentions SPEC, a working note the reader cannot see (cite the appendix)")
     if rel == SCORECARD_PAGE and page.evaluate("() => document.querySelectorAll('main table tbody tr').length") < 5:
