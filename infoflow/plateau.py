@@ -33,6 +33,7 @@ __all__ = [
     "plot_third_party",
     "recipe_table",
     "goal_rows",
+    "claim_rows",
 ]
 
 ESCAPE_FACTOR = 0.1  # DEFAULT: "well below the others" = a tenth of the best (D-1,D) / (D,D-1) seed
@@ -263,4 +264,48 @@ def goal_rows(recipes: dict, factor: float = ESCAPE_FACTOR, min_gap: float = 30.
                     "goal_met": bool(below and gap >= min_gap),
                 }
             )
+    return rows
+
+
+def claim_rows(goals: list[dict], construction_best: float, below_taken: Optional[list[int]]) -> list[dict]:
+    """Sec. 6.1's claims and the verdict on each ("holds" / "does not hold"), per recipe where a
+    recipe matters. ``goals``: :func:`goal_rows`; ``construction_best``: the largest best error of
+    the constructed (D,D) models; ``below_taken``: pairings taken at each evaluation below the
+    escape line (empty: none fell below; None: not probed)."""
+
+    def word(ok: bool) -> str:
+        return "holds" if ok else "does not hold"
+
+    rows = [
+        {
+            "claim": "a (D,D) model can represent the target to below 1e-3 (construction, T = 16, D = 2..4)",
+            "recipe": "none (constructed weights)",
+            "verdict": word(construction_best < 1e-3),
+        }
+    ]
+    for name in dict.fromkeys(g["recipe"] for g in goals):
+        mine = [g for g in goals if g["recipe"] == name]
+        Ds = "D = " + ", ".join(str(g["D"]) for g in mine)
+        for claim, ok in (
+            ("(D,D) has the lowest mean error", all(g["gap_of_means"] > 1 for g in mine)),
+            ("by two to three orders of magnitude (gap of means >= 100)", all(g["gap_of_means"] >= 100 for g in mine)),
+            ("every (D,D) seed below a tenth of every other seed", all(g["every_dd_seed_below_a_tenth"] for g in mine)),
+        ):
+            rows.append({"claim": f"{claim}, {Ds}", "recipe": name, "verdict": word(ok)})
+    probe = (
+        "not probed"
+        if below_taken is None
+        else (
+            "not tested (no evaluation below the escape line)"
+            if not below_taken
+            else word(all(t == 2 for t in below_taken))
+        )
+    )
+    rows.append(
+        {
+            "claim": "leaving the plateau needs the first layer's heads to take up all D pairings",
+            "recipe": "probe (D = 2: every probed run)",
+            "verdict": probe,
+        }
+    )
     return rows

@@ -3,6 +3,7 @@ each lever does what it says, leaves the paper recipe as it was at its default, 
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -278,6 +279,24 @@ def test_recipes_side_by_side_and_the_goal_per_d():
     assert not short["every_dd_seed_below_a_tenth"] and not short["goal_met"]
 
 
+def test_claim_rows_say_per_recipe_which_claims_hold():
+    from infoflow.plateau import claim_rows
+
+    goals = [
+        {"recipe": "a", "D": 2, "gap_of_means": 150.0, "every_dd_seed_below_a_tenth": True},
+        {"recipe": "a", "D": 3, "gap_of_means": 2.0, "every_dd_seed_below_a_tenth": False},
+        {"recipe": "b", "D": 2, "gap_of_means": 0.5, "every_dd_seed_below_a_tenth": False},
+    ]
+    rows = claim_rows(goals, construction_best=5e-4, below_taken=[2, 2, 1])
+    verdicts = {(r["claim"].split(",")[0], r["recipe"]): r["verdict"] for r in rows}
+    assert verdicts[("a (D", "none (constructed weights)")] == "holds"
+    assert verdicts[("(D", "a")] == "holds" and verdicts[("(D", "b")] == "does not hold"
+    assert verdicts[("by two to three orders of magnitude (gap of means >= 100)", "a")] == "does not hold"
+    assert rows[1]["claim"].endswith("D = 2, 3") and rows[-1]["verdict"] == "does not hold"
+    assert claim_rows(goals, 2e-3, [])[-1]["verdict"].startswith("not tested")
+    assert claim_rows(goals, 2e-3, [2])[0]["verdict"] == "does not hold"
+
+
 def test_table11_rows_and_gaps_from_records_per_seed():
     from infoflow.plateau import gaps_of_means, kind_values, plot_third_party, table11_rows
 
@@ -332,6 +351,38 @@ def test_order_rows_carry_the_spread_and_the_rms_error_the_nmse_hides():
     assert one["nmse"] == pytest.approx(0.02) and one["target_std"] == pytest.approx(target_spread("single-center", 8))
     assert one["rmse"] == pytest.approx(0.02**0.5 * one["target_std"])
     assert target_spread("triangle-center", 16) < target_spread("triangle-center", 4)  # a minimum concentrates
+
+
+def test_lever_rows_compare_each_lever_with_the_baseline_and_the_goal():
+    from infoflow.order import lever_rows
+
+    def rec(label, value, status="done"):
+        return {"config": {"label": label}, "status": status, "metrics": {"best_val_nmse": value}}
+
+    records = [
+        rec("(4,4),E=24 paper recipe", 0.40),
+        rec("(4,4),E=24 paper recipe", 0.44),
+        rec("(4,4),E=24 lr 1e-2", 0.24),
+        rec("(4,4),E=24 lr 1e-2", None, status="failed"),
+    ]
+    rows = lever_rows(records, goal=0.02)
+    assert [r["lever"] for r in rows] == ["lr 1e-2", "paper recipe"]  # best first
+    lr, base = rows
+    assert base["seeds"] == 2 and base["vs_baseline"] == 1 and base["gap_closed"] == 0
+    assert lr["seeds"] == 1 and lr["vs_baseline"] == pytest.approx(0.24 / 0.42)
+    assert lr["gap_closed"] == pytest.approx(0.18 / 0.40)
+    with pytest.raises(ValueError, match="baseline 'fresh' is not among the levers"):
+        lever_rows(records, baseline="fresh")
+
+
+def test_variance_share_is_the_variance_over_the_mean_square():
+    from infoflow.order import variance_share
+    from infoflow.targets import make_target
+
+    target = make_target("triangle-center")
+    y = np.asarray(target(target.sample_inputs(np.random.default_rng(0), 4000, 8)), dtype=float)
+    assert variance_share("triangle-center", 8) == pytest.approx(y.var() / (y**2).mean())
+    assert 0 < variance_share("triangle-center", 16) < variance_share("triangle-center", 8) < 1
 
 
 def test_direction_alignment_finds_which_direction_each_head_retrieves():

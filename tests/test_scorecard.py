@@ -44,7 +44,7 @@ def test_the_verdict_follows_the_records(tmp_path, with_pe, without_pe, verdict)
     nmse = {"none": without_pe, "additive": with_pe}
     write_records(tmp_path, "specific-position", "quick", lambda c: nmse[c["model"]["pe"]])
     row = claim("app_c3", tmp_path)
-    assert row.verdict == verdict and "specific-position [quick]" in row.evidence
+    assert row.verdict == verdict and "specific-position: quick profile" in row.evidence
     assert f"{without_pe:.2f}" in row.ours
 
 
@@ -98,7 +98,7 @@ def test_the_order_control_decides_the_explanation_once_it_has_run(tmp_path):
     nmse = {"single-center": 0.01, "pair-center": 0.3, "triangle-center": 0.6}
     write_records(tmp_path, "comparison-order", "quick", lambda c: nmse[c["target"]])
     row = claim("sec62_order", tmp_path)
-    assert row.verdict in ("reproduced", "partly") and "comparison-order [quick]" in row.evidence
+    assert row.verdict in ("reproduced", "partly") and "comparison-order: quick profile" in row.evidence
     assert "T=8: NMSE 0.01 / 0.3 / 0.6" in row.ours
     flat = {"single-center": 0.3, "pair-center": 0.3, "triangle-center": 0.3}
     write_records(tmp_path, "comparison-order", "quick", lambda c: flat[c["target"]])
