@@ -36,6 +36,8 @@ __all__ = [
     "BitCodec",
     "bit_codec",
     "staircase_units",
+    "autoencoder_rows",
+    "smallest_widths",
 ]
 
 
@@ -309,3 +311,49 @@ def codec_cost_exponents(rows=None, eps_max: float = 2**-4) -> dict:
 @functools.lru_cache(maxsize=1)
 def _default_codec_exponents() -> dict:
     return codec_cost_exponents(codec_cost_rows())
+
+
+def autoencoder_rows(records) -> list[dict]:
+    """Thm 3(b), trained: one row per (|I|, m, width) from ``encoding-cost`` records: seeds, the mean
+    and the best held-out RMS reconstruction error, and the parameter count of one pair."""
+    from collections import defaultdict
+
+    groups = defaultdict(list)
+    for r in records:
+        if r["status"] == "done":
+            c = r["config"]
+            groups[(c["target_params"]["d"], c["model"]["bottleneck"], c["model"]["width"])].append(r)
+    rows = []
+    for (size, m, width), recs in sorted(groups.items()):
+        rms = [r["measurements"]["rms"] for r in recs]
+        params = sum(recs[0]["parameters"].values())
+        rows.append(
+            {
+                "I": size,
+                "m": m,
+                "width": width,
+                "seeds": len(recs),
+                "rms_mean": float(np.mean(rms)),
+                "rms_best": float(min(rms)),
+                "parameters": params,
+            }
+        )
+    return rows
+
+
+def smallest_widths(rows: list[dict], threshold: float) -> list[dict]:
+    """Per (|I|, m): the mean RMS error at each width and the smallest width whose best seed reaches
+    ``threshold`` (None: no width does), from :func:`autoencoder_rows`."""
+    out = []
+    for size, m in sorted({(r["I"], r["m"]) for r in rows}):
+        rs = sorted((r for r in rows if r["I"] == size and r["m"] == m), key=lambda r: r["width"])
+        reached = [r["width"] for r in rs if r["rms_best"] <= threshold]
+        out.append(
+            {
+                "|I|": size,
+                "m": m,
+                **{f"RMS, w = {r['width']}": r["rms_mean"] for r in rs},
+                "smallest_width": min(reached) if reached else None,
+            }
+        )
+    return out

@@ -203,33 +203,53 @@ def train_group(
     return len(group)
 
 
-def _train_group(exp, group, store, execution: Execution, progress, log) -> None:
-    device, cuda_graph = execution.device, execution.cuda_graph
-    seeds = [r["seed"] for r in group]
-    targets, model = build_model(group, device)
-    tcfg = TrainConfig(**group[0]["train"])
-    before = exp.measure(model, targets[0], group[0]["T"], "init")
+def _train_transformers(exp, group, store, execution: Execution, progress, log):
+    """The Sec. 3 Transformers of a group as one ensemble, resumed from and saved to its checkpoint:
+    (results, parameter counts of one member, extra measurements per run, the checkpoint)."""
+    targets, model = build_model(group, execution.device)
+    T = group[0]["T"]
+    before = exp.measure(model, targets[0], T, "init")
     ckpt = Checkpoint(checkpoint_path(store, group), group_key(group), execution.checkpoint_every_s)
-    monitor = exp.monitor(model, targets, group[0]["T"])
-    start = time.perf_counter()
+    monitor = exp.monitor(model, targets, T)
     results = train_ensemble(
         model,
         targets,
-        seeds,
-        tcfg,
+        [r["seed"] for r in group],
+        TrainConfig(**group[0]["train"]),
         progress=progress,
         checkpoint=ckpt,
         log=log,
-        cuda_graph=cuda_graph,
+        cuda_graph=execution.cuda_graph,
         monitor=monitor and monitor[1],
     )
+    after = exp.measure(model, targets[0], T, "trained")
+    extras = [{} for _ in group]
+    for j, res in enumerate(results):
+        for measured in (before, after):
+            if measured is not None:
+                extras[j].update(measured[j])
+        if monitor:
+            extras[j][monitor[0]] = res["monitored"]
+    return results, model.parameter_counts(), extras, ckpt
+
+
+def _train_group(exp, group, store, execution: Execution, progress, log) -> None:
+    start = time.perf_counter()
+    ckpt = None
+    if type(exp).fit is not Experiment.fit:  # a model of the experiment's own
+        results, counts = exp.fit(group, execution.device)
+        extras = [res.pop("measurements", {}) for res in results]
+    else:
+        results, counts, extras, ckpt = _train_transformers(exp, group, store, execution, progress, log)
     wall = time.perf_counter() - start
-    after = exp.measure(model, targets[0], group[0]["T"], "trained")
+    cuda_graph = execution.cuda_graph and ckpt is not None
     prov = provenance(
-        device, ensemble_members=len(group), wall_time_s=round(wall, 3), **({"cuda_graph": True} if cuda_graph else {})
+        execution.device,
+        ensemble_members=len(group),
+        wall_time_s=round(wall, 3),
+        **({"cuda_graph": True} if cuda_graph else {}),
     )
-    counts = model.parameter_counts()  # per member; the same for every member
-    for run, res in zip(group, results):
+    for run, res, extra in zip(group, results, extras):
         record = {
             "config": run,
             "config_hash": config_hash(run),
@@ -245,19 +265,14 @@ def _train_group(exp, group, store, execution: Execution, progress, log) -> None
         }
         if res["resumed"]:  # steps trained by earlier processes; wall_time_s counts this one's only
             record["provenance"]["resumed_from"] = res["resumed"]
-        extras = {}
-        for measured in (before, after):
-            if measured is not None:
-                extras.update(measured[group.index(run)])
-        if monitor:
-            extras[monitor[0]] = res["monitored"]
-        if extras:
-            record["measurements"] = finite_or_none(extras)
+        if extra:
+            record["measurements"] = finite_or_none(extra)
         if res["status"] != "done":
             record["error"] = res["error"]
             log(f"failed: {run['label']} T={run['T']} seed={run['seed']}: {res['error']}")
         store.write(record)
-    ckpt.path.unlink(missing_ok=True)
+    if ckpt is not None:
+        ckpt.path.unlink(missing_ok=True)
 
 
 def train_group_job(
@@ -396,7 +411,9 @@ def _plan(exp: Experiment, store: ResultsStore, execution: Execution, retry_fail
     runs = exp.runs()
     todo, skipped = _todo(runs, store, retry_failed, log)
     share_shapes = execution.share_shapes if execution.share_shapes is not None else execution.device.startswith("cuda")
-    share_shapes = share_shapes and type(exp).measure is Experiment.measure and type(exp).monitor is Experiment.monitor
+    share_shapes = share_shapes and all(
+        getattr(type(exp), hook) is getattr(Experiment, hook) for hook in ("measure", "monitor", "fit")
+    )
     groups = group_runs(todo, share_shapes, execution.max_members)
     expected = {checkpoint_path(store, g).name for g in groups}
     for orphan in sorted(p.name for p in store.root.glob(".*.ckpt") if p.name not in expected):

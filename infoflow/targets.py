@@ -29,6 +29,7 @@ __all__ = [
     "PairCenter",
     "SingleCenter",
     "FirstThreeSum",
+    "UnitCube",
     "TARGETS",
     "make_target",
     "register_target",
@@ -303,6 +304,27 @@ class FirstThreeSum(Target):
         return X[..., 0, :] + X[..., 1, :] + X[..., 2, :]
 
 
+@dataclass(frozen=True)
+class UnitCube(Target):
+    """Thm 3(b)'s reconstruction task (ours, DEFAULT): one token x ~ U[0,1]^d (a sequence of length
+    T = 1) and F(X) = x itself, to be passed through a bottleneck of m numbers (the ``encoding-cost``
+    experiment's encoder/decoder pairs)."""
+
+    name: ClassVar[str] = "unit-cube"
+    label: ClassVar[str] = "DEFAULT"
+    d: int = 1
+
+    @property
+    def out_dim(self) -> int:  # type: ignore[override]
+        return self.d
+
+    def __call__(self, X):
+        return X[..., 0, :]
+
+    def sample_inputs(self, rng, n, T):
+        return uniform(rng, (n, T, self.d))
+
+
 TARGETS: dict[str, type[Target]] = {}  # the one registry of targets: training, the engine and the CLI read it
 
 
@@ -328,6 +350,7 @@ for _cls in (
     PairCenter,
     SingleCenter,
     FirstThreeSum,
+    UnitCube,
 ):
     register_target(_cls)
 

@@ -132,7 +132,7 @@ def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
             "train.tail_steps=0",
         ]
     )
-    if issubclass(EXPERIMENTS[name], experiments.LeverStudy):  # levers set larger batches, a curriculum
+    if issubclass(EXPERIMENTS[name], experiments.LeverStudy) or name == "encoding-cost":  # fresh samples
         few["train"]["n_train"] = None
     exp = make_experiment(name, "paper", few)
     if name == "intrinsic-dimension-wide":  # no runs at paper scale (see test_every_profile_is_valid)
@@ -151,6 +151,29 @@ def test_paper_profile_runs_at_its_shapes(name, tmp_path, monkeypatch):
     assert s["trained"] == len(exp.runs()) == len(s["records"]) > 0
     assert {r["status"] for r in s["records"]} <= {"done", "failed"}
     assert max(r["config"]["T"] for r in s["records"]) == max(run["T"] for run in exp.runs())
+
+
+def test_an_experiment_that_fits_its_own_models_writes_records_and_resumes(tmp_path):
+    """encoding-cost trains encoder/decoder pairs through Experiment.fit, not the Transformer: its runs
+    become records like every other (metrics, curve, parameters, provenance, measurements.rms), never
+    share ensembles across shapes, and a rerun skips them."""
+    from infoflow.constructions import autoencoder_rows
+    from infoflow.experiments import ConfigError, make_experiment, parse_sets
+
+    few = parse_sets(["sizes=[2]", "widths=[4,32]", "train.steps=300", "train.eval_every=100", "train.n_val=512"])
+    kw = dict(out=tmp_path, progress=False, log=lambda m: None, execution=Execution(device="cpu", share_shapes=True))
+    s = run_experiment("encoding-cost", "quick", few, **kw)
+    assert s["trained"] == 8 == len(s["records"])  # |I| = 2: m = 1 and 2, two widths, two seeds
+    rec = s["records"][0]
+    assert rec["status"] == "done" and [step for step, _ in rec["curve"]] == [100, 200, 300]
+    assert rec["metrics"]["best_val_nmse"] == min(v for _, v in rec["curve"])
+    assert set(rec["parameters"]) == {"encoder", "decoder"} and rec["measurements"]["rms"] > 0
+    rows = {(r["m"], r["width"]): r for r in autoencoder_rows(s["records"])}
+    assert rows[(2, 32)]["rms_best"] < 0.1 < rows[(1, 32)]["rms_best"]  # two numbers through one: lossy
+    assert rows[(1, 4)]["parameters"] == (2 * 4 + 4) + (4 * 1 + 1) + (1 * 4 + 4) + (4 * 2 + 2)
+    assert run_experiment("encoding-cost", "quick", few, **kw)["trained"] == 0
+    with pytest.raises(ConfigError, match="fresh samples only"):
+        make_experiment("encoding-cost", "quick", parse_sets(["train.n_train=1000"]))
 
 
 def test_groups_are_runs_equal_but_for_seed():
