@@ -133,6 +133,10 @@ def test_the_triangle_study_varies_one_thing_per_lever_from_the_paper_recipe():
         "batch 1024": {"batch": 1024},
         "weight decay 0": {"weight_decay": 0.0},
         "no clamp": {"clamp": [0.0, 1000.0]},
+        "LayerNorm": {"layernorm": True},
+        "positional encoding": {"pe": "additive"},
+        "lr 3e-3, ffn 512": {"lr": 3e-3, "ffn": 512},
+        "lr 3e-3, 4x steps": {"lr": 3e-3, "steps": 4 * paper["train"]["steps"]},
     }
     with pytest.raises(ConfigError, match="lever 'c': unknown keys \\['curriculum'\\]"):
         make_experiment("triangle-center-levers", "cpu", {"levers": {"c": {"curriculum": [[0.5, 0.5]]}}})
