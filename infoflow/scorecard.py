@@ -345,19 +345,6 @@ def table11_tuned(root=None) -> Row:
     )
 
 
-def table11_combined(root=None) -> Row:
-    return _table11_row(
-        "table11-combined",
-        "Sec. 6.1, combined recipe",
-        "intrinsic-dimension-combined",
-        "cpu",
-        root,
-        "sec61-tuned",
-        "intrinsic-dimension-plateau",
-        "the same, under lr 1e-2 and twice the width together (8000 steps; DEFAULT), T = 16",
-    )
-
-
 def _triangle(records):
     """Our mean per (label, T) and, per T in Table 12, the largest distance from it over the sizes."""
     m = _means(records)
@@ -488,7 +475,6 @@ CLAIMS: dict[str, Callable] = {
         prop2,
         table11,
         table11_tuned,
-        table11_combined,
         table12,
         table12_t8,
     )
