@@ -73,12 +73,7 @@ def save_figure(fig, name: str, rows: Iterable[Mapping], caption_text: str, outd
             meta["Date"] = None
         fig.savefig(path, bbox_inches="tight", dpi=150, metadata=meta)
         paths[fmt] = str(path)
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(outdir / f"{name}.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    paths["csv"] = str(outdir / f"{name}.csv")
+    paths["csv"] = str(_write_csv(rows, name, outdir))
     with open(outdir / f"{name}.json", "w") as fh:
         json.dump(
             {"name": name, "caption": caption_text, "files": sorted(Path(p).name for p in paths.values())}, fh, indent=1
@@ -141,6 +136,19 @@ def _cell(value, digits: int):
     return value
 
 
+def _write_csv(rows: list[dict], name: str, outdir: Path | str | None = None) -> Path:
+    """Every field of ``rows`` at full precision as ``name``.csv (a stable slug) in ``outdir``."""
+    if not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"name must be a slug of letters, digits, '-' and '_', got {name!r}")
+    outdir = Path(outdir) if outdir is not None else FIGURE_DIR
+    outdir.mkdir(parents=True, exist_ok=True)
+    with open(outdir / f"{name}.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    return outdir / f"{name}.csv"
+
+
 def table(
     rows: Iterable[Mapping],
     columns: Mapping[str, str] | Sequence[str] | None = None,
@@ -165,14 +173,7 @@ def table(
     if missing:
         raise ValueError(f"columns: {missing} not in the rows (fields: {sorted({k for r in rows for k in r})})")
     if name is not None:
-        if not all(c.isalnum() or c in "-_" for c in name):
-            raise ValueError(f"name must be a slug of letters, digits, '-' and '_', got {name!r}")
-        outdir = Path(outdir) if outdir is not None else FIGURE_DIR
-        outdir.mkdir(parents=True, exist_ok=True)
-        with open(outdir / f"{name}.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-            writer.writeheader()
-            writer.writerows(rows)
+        _write_csv(rows, name, outdir)
     frame = pd.DataFrame([{h: _cell(r.get(c), digits) for c, h in headers.items()} for r in rows])
     styler = frame.style.hide(axis="index").set_uuid(name or "table")
     styler = styler.set_table_styles(
