@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from .paper import KINDS, kind_heads, lever_of
+from .paper import KINDS, config_kind, kind_heads, lever_of
 from .checks import enter
 from .targets import TARGETS
 
@@ -472,7 +472,7 @@ class IntrinsicDimensionCombined(IntrinsicDimensionTuned):
     """Sec. 6.1: do the study's two strongest levers add up? Twice the width (E and ffn) with the
     learning rate of the tuned recipe (1e-2) and with a smaller one (3e-3, also with a 10% warm-up),
     for the (D,D) model at D = 2 (DEFAULT, ours). Same steps, seeds and probes as the tuned recipe;
-    a recipe whose (D,D) seeds all leave the plateau would then be run for (D-1,D) and (D,D-1)."""
+    a recipe whose (D,D) seeds all leave the plateau (``confirmed``) is run for (D-1,D) and (D,D-1) too."""
 
     name: ClassVar[str] = "intrinsic-dimension-combined"
     description: ClassVar[str] = "Sec. 6.1: the two strongest levers together (width x2 with lr 1e-2 or 3e-3), (D,D)"
@@ -482,6 +482,15 @@ class IntrinsicDimensionCombined(IntrinsicDimensionTuned):
         "lr 3e-3, width x2": {"lr": 3e-3, "width": 2},
         "lr 3e-3, width x2, warm-up 10%": {"lr": 3e-3, "width": 2, "warmup": 0.1},
     }
+    # the levers whose (D,D) seeds all left the plateau, run for (D-1,D) and (D,D-1) too
+    confirmed: list[str] = ["lr 3e-3, width x2"]
+
+    def variants(self):
+        every_kind = self.model_copy(update={"kinds": list(KINDS)})
+        for run in IntrinsicDimensionLevers.variants(every_kind):
+            if config_kind(run[0]) in self.kinds or lever_of(run[0]) in self.confirmed:
+                yield run
+
     profiles: ClassVar[dict] = {
         "paper": {"Ds": [2], "train": {"n_train": None}},
         "cpu": {**IntrinsicDimensionTuned.profiles["cpu"], "Ds": [2]},

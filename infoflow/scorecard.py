@@ -284,7 +284,7 @@ def prop2(root=None) -> Row:
     )
 
 
-def _table11_row(key, claim, experiment, profile, root, anchor, chapter, statement) -> Row:
+def _table11_row(key, claim, experiment, profile, root, anchor, chapter, statement, lever=None) -> Row:
     third = {D: paper.dd_gap(v) for D, v in paper.TABLE_11.items()}
     fields = dict(
         key=key,
@@ -296,7 +296,17 @@ def _table11_row(key, claim, experiment, profile, root, anchor, chapter, stateme
         chapter=chapter,
         anchor=anchor,
     )
-    return _judged(experiment, root, fields, _table11_judge, profile)
+    if lever is None:
+        return _judged(experiment, root, fields, _table11_judge, profile)
+    from .paper import lever_of
+
+    return _judged(
+        experiment,
+        root,
+        fields,
+        lambda recs: _table11_judge([r for r in recs if lever_of(r["config"]["label"]) == lever]),
+        profile,
+    )
 
 
 def _table11_judge(records):
@@ -342,6 +352,20 @@ def table11_tuned(root=None) -> Row:
         "sec61-tuned",
         "intrinsic-dimension-plateau",
         "the same, under our tuned recipe (lr 1e-2, 8000 steps; DEFAULT), T = 16",
+    )
+
+
+def table11_wide(root=None) -> Row:
+    return _table11_row(
+        "table11-wide",
+        "Sec. 6.1, wide recipe",
+        "intrinsic-dimension-combined",
+        "cpu",
+        root,
+        "sec61-tuned",
+        "intrinsic-dimension-plateau",
+        "the same, under twice the width at lr 3e-3 (8000 steps; DEFAULT), T = 16",
+        lever="lr 3e-3, width x2",
     )
 
 
@@ -475,6 +499,7 @@ CLAIMS: dict[str, Callable] = {
         prop2,
         table11,
         table11_tuned,
+        table11_wide,
         table12,
         table12_t8,
     )

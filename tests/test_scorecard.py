@@ -52,6 +52,21 @@ def balanced(config):
     return len(set(config["model"]["heads"])) == 1  # (D,D)
 
 
+def test_the_wide_recipe_is_judged_on_its_own_lever_only(tmp_path):
+    """The combined study holds (D,D) runs of other levers: the wide recipe's row reads only its own."""
+    from infoflow.paper import lever_of
+
+    def nmse(c):
+        if lever_of(c["label"]) != "lr 3e-3, width x2":
+            return 1e-6  # other levers' (D,D) runs: would fake a huge gap if they were read
+        return 1e-3 if balanced(c) else 0.05
+
+    write_records(tmp_path, "intrinsic-dimension-combined", "cpu", nmse)
+    row = claim("table11_wide", tmp_path)
+    assert row.ours.startswith("gap 50.0 at D = 2") and "D = 3, 4 not yet run" in row.ours
+    assert row.verdict == "partly"  # direction at D = 2; the size needs D = 2..4
+
+
 def test_direction_without_size_is_partly(tmp_path):
     # (D,D) lowest at every D, but by 2x rather than the third-party 188-623x
     write_records(tmp_path, "intrinsic-dimension", "quick", lambda c: 0.01 if balanced(c) else 0.02)
