@@ -48,6 +48,25 @@ def test_every_table_a_cell_builds_is_shown(md):
             assert shown, f"{md.name}: a table( call is not the last statement of its cell:\n{cell.source[:200]}"
 
 
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_every_table_has_a_csv_a_reader_can_download(md):
+    """Every table a cell builds is named, so its rows are saved as book/figures/NAME.csv, the file is
+    committed, and the markdown right after the cell links it with the {download} role (Sphinx copies
+    the file into the built book)."""
+    nb = jupytext.read(md)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or not re.search(r"(^|[^\w.])table\(", cell.source):
+            continue
+        names = re.findall(r'name="([\w-]+)"', cell.source)
+        assert names, f"{md.name}: a table without a name (no CSV):\n{cell.source[:200]}"
+        link = f"{{download}}`Download this table (CSV) <../figures/{names[-1]}.csv>`"
+        after = nb.cells[i + 1] if i + 1 < len(nb.cells) else None
+        assert after is not None and after.cell_type == "markdown" and after.source.startswith(link), (
+            f"{md.name}: the cell building table {names[-1]!r} is not followed by {link}"
+        )
+        assert (ROOT / "book" / "figures" / f"{names[-1]}.csv").exists(), f"{names[-1]}.csv not written: make chapters"
+
+
 def test_toc_files_exist():
     toc = yaml.safe_load(open(ROOT / "_toc.yml"))
     files = [toc["root"]] + [c["file"] for c in toc.get("chapters", [])]
