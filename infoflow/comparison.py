@@ -18,11 +18,14 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from numpy.polynomial import Polynomial as P
 
+from .targets import TARGETS, Target
+
 __all__ = [
     "TreeOfComparison",
     "ComparisonProfile",
     "PROFILES",
     "comparison_profile",
+    "profile_of",
     "set_size_bounds",
     "model_noc_poly",
     "model_noc",
@@ -214,13 +217,18 @@ PROFILES: dict[str, ComparisonProfile] = {
 }
 
 
-def comparison_profile(name: str) -> ComparisonProfile:
-    """The comparison profile of the registered target ``name`` (its class's ``comparison_profile``)."""
-    from .targets import TARGETS
+def profile_of(cls) -> Optional[ComparisonProfile]:
+    """A target class's comparison profile: its own ``comparison_profile()`` where it overrides it,
+    else the built-in one in :data:`PROFILES` (None: the engine cannot predict for it)."""
+    own = cls.comparison_profile.__func__ is not Target.comparison_profile.__func__
+    return cls.comparison_profile() if own else PROFILES.get(cls.name)
 
-    profile = TARGETS[name].comparison_profile() if name in TARGETS else None
+
+def comparison_profile(name: str) -> ComparisonProfile:
+    """The comparison profile of the registered target ``name`` (:func:`profile_of` its class)."""
+    profile = profile_of(TARGETS[name]) if name in TARGETS else None
     if profile is None:
-        allowed = sorted(n for n, cls in TARGETS.items() if cls.comparison_profile() is not None)
+        allowed = sorted(n for n, cls in TARGETS.items() if profile_of(cls) is not None)
         raise ValueError(f"no comparison profile for target {name!r}; allowed: {', '.join(allowed)}")
     return profile
 

@@ -18,7 +18,14 @@ import textwrap
 
 import numpy as np
 
-from .comparison import asymptotically_at_least, comparison_profile, leading_term, model_noc, model_noc_poly
+from .comparison import (
+    asymptotically_at_least,
+    comparison_profile,
+    leading_term,
+    model_noc,
+    model_noc_poly,
+    profile_of,
+)
 from .infosets import (
     GlobalAggregation,
     InfoFlowModel,
@@ -216,12 +223,17 @@ BUILTIN_CONSTRUCTIONS = {
 def constructions_for(target: Target, heads: Sequence[int], pe: bool = False) -> list[Construction]:
     """The target's constructions that fit the architecture (:meth:`Target.constructions`), best first,
     then the global-aggregation readout, which learns every target at cost exponent d·T/E."""
-    return [*target.constructions(list(heads), pe), _global_readout(heads, pe)]
+    if type(target).constructions is not Target.constructions:  # a target of your own
+        own = target.constructions(list(heads), pe)
+    else:
+        build = BUILTIN_CONSTRUCTIONS.get(target.name)
+        own = build(target, list(heads), pe) if build else []
+    return [*own, _global_readout(heads, pe)]
 
 
 def predict_targets() -> list[str]:
     """The registered targets the engine can predict for: those with a comparison profile."""
-    return [name for name, cls in TARGETS.items() if cls.comparison_profile() is not None]
+    return [name for name, cls in TARGETS.items() if profile_of(cls) is not None]
 
 
 @dataclass

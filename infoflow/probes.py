@@ -21,7 +21,6 @@ __all__ = [
     "head_alignment",
     "direction_alignment",
     "directions_covered",
-    "best_seed_rows",
 ]
 
 
@@ -150,38 +149,3 @@ def directions_covered(alignment, level: float = 0.5) -> list:
     (heads x D, as :func:`direction_alignment` gives per member; a nested list from a record works)."""
     alignment = np.asarray(alignment, dtype=float)
     return [i for i in range(alignment.shape[1]) if (alignment[:, i] >= level).any()]
-
-
-def best_seed_rows(records: list, level: float = 0.5) -> list:
-    """App. C.1-C.2 as the paper reports them, one row per configuration from its best seed (lowest
-    best validation NMSE): the seed, its error, how much the last quarter of training still improved it
-    (``results.tail_improvement``), the mean trained/initialized recovery ratio at the argmax (C.1) and
-    second-largest (C.2) positions, and how many directions the first layer's heads and the last layer's
-    CLS heads retrieve (:func:`directions_covered`), apart and together. Records need the direction
-    measurements (``probes-paper-shapes``)."""
-    from .results import tail_improvement
-
-    by_config: dict = {}
-    for r in records:
-        if r["status"] == "done":
-            by_config.setdefault(r["config"]["label"], []).append(r)
-    rows = []
-    for config, runs in by_config.items():
-        r = min(runs, key=lambda run: run["metrics"]["best_val_nmse"])
-        m = r["measurements"]
-        first = directions_covered(m["directions_first_trained"], level)
-        last = directions_covered(m["directions_last_trained"], level)
-        rows.append(
-            {
-                "config": config,
-                "seed": r["config"]["seed"],
-                "val_nmse": r["metrics"]["best_val_nmse"],
-                "tail_improvement": tail_improvement(r),
-                "c1_ratio": float(np.mean(np.array(m["recovery_argmax_trained"]) / m["recovery_argmax_init"])),
-                "c2_ratio": float(np.mean(np.array(m["recovery_second_trained"]) / m["recovery_second_init"])),
-                "first_layer_directions": len(first),
-                "cls_directions": len(last),
-                "directions_together": len(set(first) | set(last)),
-            }
-        )
-    return rows

@@ -14,7 +14,16 @@ import numpy as np
 
 from .store import ResultsStore
 
-__all__ = ["load_records", "aggregate", "format_rows", "DATA_DIR", "best_profile", "describe", "run_text"]
+__all__ = [
+    "load_records",
+    "aggregate",
+    "format_rows",
+    "DATA_DIR",
+    "best_profile",
+    "describe",
+    "run_text",
+    "best_seed_rows",
+]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -213,3 +222,38 @@ def second_half_ratio(record: dict) -> float:
     well below 1 for a run still improving when its schedule ended."""
     vals = [v for _, v in record["curve"] if v is not None]
     return min(vals) / min(vals[: len(vals) // 2])
+
+
+def best_seed_rows(records: list, level: float = 0.5) -> list:
+    """App. C.1-C.2 as the paper reports them, one row per configuration from its best seed (lowest
+    best validation NMSE): the seed, its error, how much the last quarter of training still improved it
+    (:func:`tail_improvement`), the mean trained/initialized recovery ratio at the argmax (C.1) and
+    second-largest (C.2) positions, and how many directions the first layer's heads and the last layer's
+    CLS heads retrieve (:func:`~infoflow.probes.directions_covered`), apart and together. Records need the direction
+    measurements (``probes-paper-shapes``)."""
+    from .probes import directions_covered
+
+    by_config: dict = {}
+    for r in records:
+        if r["status"] == "done":
+            by_config.setdefault(r["config"]["label"], []).append(r)
+    rows = []
+    for config, runs in by_config.items():
+        r = min(runs, key=lambda run: run["metrics"]["best_val_nmse"])
+        m = r["measurements"]
+        first = directions_covered(m["directions_first_trained"], level)
+        last = directions_covered(m["directions_last_trained"], level)
+        rows.append(
+            {
+                "config": config,
+                "seed": r["config"]["seed"],
+                "val_nmse": r["metrics"]["best_val_nmse"],
+                "tail_improvement": tail_improvement(r),
+                "c1_ratio": float(np.mean(np.array(m["recovery_argmax_trained"]) / m["recovery_argmax_init"])),
+                "c2_ratio": float(np.mean(np.array(m["recovery_second_trained"]) / m["recovery_second_init"])),
+                "first_layer_directions": len(first),
+                "cls_directions": len(last),
+                "directions_together": len(set(first) | set(last)),
+            }
+        )
+    return rows

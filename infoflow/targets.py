@@ -75,21 +75,18 @@ class Target:
     def comparison_profile(cls):
         """Step 1 of the engine (Sec. 5.3): the target's Trees of Comparison and Number of Comparison
         bounds, a :class:`~infoflow.comparison.ComparisonProfile`; None when the engine cannot predict
-        for this target. The built-in targets' profiles are in ``comparison.PROFILES``; a target of your
-        own overrides this method."""
-        from .comparison import PROFILES
-
-        return PROFILES.get(cls.name)
+        for this target. A target of your own overrides this method; the built-in targets' profiles
+        are in ``comparison.PROFILES``, which the engine reads when a class does not override it
+        (:func:`infoflow.comparison.profile_of`), so this module imports nothing of the engine."""
+        return None
 
     def constructions(self, heads, pe: bool = False) -> list:
         """Step 2 of the engine: explicit InfoFlow models (:class:`~infoflow.predict.Construction`) of
         this target on an architecture with ``heads`` per layer, best first. ``predict`` appends the
-        global-aggregation readout, which learns every target. The built-in targets' constructions are
-        in ``predict.BUILTIN_CONSTRUCTIONS``; a target of your own overrides this method."""
-        from .predict import BUILTIN_CONSTRUCTIONS
-
-        build = BUILTIN_CONSTRUCTIONS.get(self.name)
-        return build(self, heads, pe) if build else []
+        global-aggregation readout, which learns every target. A target of your own overrides this
+        method; the built-in targets' constructions are in ``predict.BUILTIN_CONSTRUCTIONS``, which
+        the engine reads when a class does not override it."""
+        return []
 
     def sample_inputs(self, rng, n: int, T: int):
         """``n`` i.i.d. input sequences of length ``T``: N(0, I_d) tokens unless a subclass says otherwise."""

@@ -13,7 +13,7 @@ from typing import ClassVar
 import pytest
 
 import infoflow
-from infoflow.comparison import PROFILES, comparison_profile
+from infoflow.comparison import PROFILES, comparison_profile, profile_of
 from infoflow.experiments import EXPERIMENTS, Experiment, make_experiment, register_experiment
 from infoflow.predict import BUILTIN_CONSTRUCTIONS, predict, predict_targets
 from infoflow.results import aggregate, load_records
@@ -42,7 +42,7 @@ def test_the_built_in_registries_agree():
     assert set(predict_targets()) == set(PROFILES)
     assert all(cls.target in TARGETS for cls in EXPERIMENTS.values())
     for name, cls in TARGETS.items():
-        assert cls.name == name and (cls.comparison_profile() is None) == (name not in PROFILES)
+        assert cls.name == name and (profile_of(cls) is None) == (name not in PROFILES)
 
 
 def test_a_target_registered_in_one_file_is_known_everywhere(toy, tmp_path):

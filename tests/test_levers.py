@@ -424,7 +424,7 @@ def test_directions_covered_reads_an_alignment_matrix():
 
 
 def test_best_seed_rows_keep_the_best_seed_of_each_configuration():
-    from infoflow.probes import best_seed_rows
+    from infoflow.results import best_seed_rows
 
     def rec(label, seed, nmse, dirs_first, dirs_last):
         m = {
