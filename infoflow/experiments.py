@@ -472,7 +472,8 @@ class IntrinsicDimensionCombined(IntrinsicDimensionTuned):
     """Sec. 6.1: do the study's two strongest levers add up? Twice the width (E and ffn) with the
     learning rate of the tuned recipe (1e-2) and with a smaller one (3e-3, also with a 10% warm-up),
     for the (D,D) model at D = 2 (DEFAULT, ours). Same steps, seeds and probes as the tuned recipe;
-    a recipe whose (D,D) seeds all leave the plateau (``confirmed``) is run for (D-1,D) and (D,D-1) too."""
+    a recipe whose (D,D) seeds all leave the plateau (``confirmed``) is run for (D-1,D) and (D,D-1)
+    too, and at the profile's larger D."""
 
     name: ClassVar[str] = "intrinsic-dimension-combined"
     description: ClassVar[str] = "Sec. 6.1: the two strongest levers together (width x2 with lr 1e-2 or 3e-3), (D,D)"
@@ -482,18 +483,21 @@ class IntrinsicDimensionCombined(IntrinsicDimensionTuned):
         "lr 3e-3, width x2": {"lr": 3e-3, "width": 2},
         "lr 3e-3, width x2, warm-up 10%": {"lr": 3e-3, "width": 2, "warmup": 0.1},
     }
-    # the levers whose (D,D) seeds all left the plateau, run for (D-1,D) and (D,D-1) too
+    # the levers whose (D,D) seeds all left the plateau, run for (D-1,D) and (D,D-1) too, at every D;
+    # the other levers run for the kinds in ``kinds`` at the D of ``explore_Ds`` only
     confirmed: list[str] = ["lr 3e-3, width x2"]
+    explore_Ds: list[PositiveInt] = [2]
 
     def variants(self):
         every_kind = self.model_copy(update={"kinds": list(KINDS)})
         for run in IntrinsicDimensionLevers.variants(every_kind):
-            if config_kind(run[0]) in self.kinds or lever_of(run[0]) in self.confirmed:
+            label, D = run[0], run[1]["D"]
+            if lever_of(label) in self.confirmed or (config_kind(label) in self.kinds and D in self.explore_Ds):
                 yield run
 
     profiles: ClassVar[dict] = {
         "paper": {"Ds": [2], "train": {"n_train": None}},
-        "cpu": {**IntrinsicDimensionTuned.profiles["cpu"], "Ds": [2]},
+        "cpu": {**IntrinsicDimensionTuned.profiles["cpu"], "Ds": [2, 3]},
         "quick": IntrinsicDimensionLevers.profiles["quick"],
     }
 
