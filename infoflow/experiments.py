@@ -741,6 +741,20 @@ class ProbesPaperShapes(Probes):
     }
 
 
+class ProbesPaperShapesLong(ProbesPaperShapes):
+    """App. C.1-C.2 at the paper's shapes trained four times longer (12k steps, cosine to 0) than
+    ``probes-paper-shapes``: were its models still improving when the schedule ended? Our question
+    (DEFAULT); the paper trains to convergence with its steps unknown."""
+
+    name: ClassVar[str] = "probes-paper-shapes-long"
+    description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 4x the cpu steps (12k): are the curves flat?"
+    profiles: ClassVar[dict] = {
+        "paper": {},
+        "cpu": {"train": {"steps": 12000, "batch": 128, "n_val": 2048, "eval_every": 600}},
+        "quick": ProbesPaperShapes.profiles["quick"],
+    }
+
+
 class SpecificPosition(Experiment):
     name: ClassVar[str] = "specific-position"
     description: ClassVar[str] = (
@@ -867,6 +881,7 @@ for _cls in (
     KthLargest,
     Probes,
     ProbesPaperShapes,
+    ProbesPaperShapesLong,
     SpecificPosition,
     IntrinsicDimension,
     IntrinsicDimensionDeep,

@@ -18,7 +18,7 @@ import numpy as np
 
 from .targets import make_target
 
-__all__ = ["target_spread", "order_rows", "ORDER_MARGIN", "variance_share", "lever_rows"]
+__all__ = ["target_spread", "order_rows", "ORDER_MARGIN", "variance_share", "lever_means", "lever_seed_rows"]
 
 ORDER_MARGIN = 0.02  # DEFAULT: "clearly harder" = an NMSE higher by more than the seeds' typical spread
 
@@ -65,7 +65,7 @@ def variance_share(name: str, T: int, n: int = 4000, seed: int = 0) -> float:
     return float(y.var() / np.mean(y**2))
 
 
-def lever_rows(records: Iterable[dict], baseline: str = "paper recipe", goal: float | None = None) -> list[dict]:
+def lever_means(records: Iterable[dict], baseline: str = "paper recipe", goal: float | None = None) -> list[dict]:
     """One row per lever of a lever study (labels "<configuration> <lever>"): seeds, mean, best and
     worst best-validation NMSE, the mean over the ``baseline`` lever's, and (with ``goal``, e.g. the
     paper's value) the fraction of the gap from the baseline mean to ``goal`` that the lever closes."""
@@ -87,3 +87,19 @@ def lever_rows(records: Iterable[dict], baseline: str = "paper recipe", goal: fl
             row["gap_closed"] = (base - mean) / (base - goal)
         rows.append(row)
     return sorted(rows, key=lambda r: r["mean"])
+
+
+def lever_seed_rows(records: Iterable[dict]) -> list[dict]:
+    """One row per finished run of a lever study: its lever, seed and best validation NMSE (the dots
+    of the lever figures, and their CSV)."""
+    from .paper import lever_of
+
+    return [
+        {
+            "lever": lever_of(r["config"]["label"]),
+            "seed": r["config"]["seed"],
+            "best_val_nmse": r["metrics"]["best_val_nmse"],
+        }
+        for r in records
+        if r["status"] == "done"
+    ]

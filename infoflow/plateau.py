@@ -23,6 +23,7 @@ __all__ = [
     "escape_thresholds",
     "lever_of",
     "lever_rows",
+    "unstable_seeds",
     "escaped_by_step",
     "pairings_taken",
     "construction_rows",
@@ -92,6 +93,15 @@ def lever_rows(records: Iterable[dict], thresholds: dict, lever: Optional[str] =
             }
         )
     return rows
+
+
+def unstable_seeds(records: Iterable[dict], above: float = 1.0) -> int:
+    """How many runs had a validation NMSE above ``above`` at some evaluation: with 1, worse than
+    predicting the mean (a learning rate too large for the width; a diverged run counts too)."""
+    return sum(
+        r["status"] != "done" or max((v for _, v in r["curve"] if v is not None), default=float("inf")) > above
+        for r in records
+    )
 
 
 def escaped_by_step(records: Iterable[dict], thresholds: dict, lever: Optional[str] = None) -> dict:

@@ -23,6 +23,8 @@ __all__ = [
     "describe",
     "run_text",
     "best_seed_rows",
+    "best_until",
+    "geomean_best_until",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -215,6 +217,21 @@ def tail_improvement(record: dict, fraction: float = 0.25) -> float:
     cut = max(1, int(round(len(vals) * (1 - fraction))))
     before = min(vals[:cut])
     return (before - min(vals)) / before if before > 0 else 0.0
+
+
+def best_until(record: dict, step: int) -> float:
+    """The best validation NMSE a run had reached by evaluation step ``step`` (its curve up to there)."""
+    vals = [v for s, v in record["curve"] if s <= step and v is not None]
+    if not vals:
+        raise ValueError(f"the run has no evaluation at or before step {step}")
+    return min(vals)
+
+
+def geomean_best_until(records: Iterable[dict], steps: Sequence[int]) -> dict:
+    """{step: geometric mean over ``records`` of :func:`best_until` that step}: how a group of runs
+    was still improving (used where a mean would be ruled by one seed's plateau)."""
+    records = list(records)
+    return {s: float(np.exp(np.mean([np.log(best_until(r, s)) for r in records]))) for s in steps}
 
 
 def second_half_ratio(record: dict) -> float:

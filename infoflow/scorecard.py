@@ -414,9 +414,9 @@ def table12_t8(root=None) -> Row:
     row = _judged("triangle-center", root, fields, _table12_t8_judge)
     levers = _evidence("triangle-center-levers", root)
     if levers is not None and row.verdict != "not run":  # what the T = 8 study found, beside the verdict
-        from .order import lever_rows
+        from .order import lever_means
 
-        best = lever_rows(levers[0])[0]
+        best = lever_means(levers[0])[0]
         ours = f"{row.ours}; best of the T = 8 levers, {best['lever']}: {best['mean']:.2f}"
         row = replace(row, ours=ours, evidence=f"{row.evidence}; {levers[1]}")
     return row

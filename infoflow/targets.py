@@ -21,6 +21,7 @@ from .checks import enter, positive_int
 
 __all__ = [
     "Target",
+    "VectorTarget",
     "DepthSeparation",
     "KthLargest",
     "DRetrieval",
@@ -282,7 +283,16 @@ class SingleCenter(Target):
 
 
 @dataclass(frozen=True)
-class FirstThreeSum(Target):
+class VectorTarget(Target):
+    """A target whose value is a vector in R^d (the token dimension): ``out_dim`` is ``d``."""
+
+    @property
+    def out_dim(self) -> int:  # type: ignore[override]
+        return self.d
+
+
+@dataclass(frozen=True)
+class FirstThreeSum(VectorTarget):
     """Eq. 57: F(X) = x_1 + x_2 + x_3 (a vector in R^d), T = 10, x_t ~ N(0, I_2).
     FOUND in prose; T, d and law THIRD-PARTY. Needs positional encoding to be learned (App. C.3).
     """
@@ -291,10 +301,6 @@ class FirstThreeSum(Target):
     label: ClassVar[str] = "FOUND"
     d: int = 2
 
-    @property
-    def out_dim(self) -> int:  # type: ignore[override]
-        return self.d
-
     def __call__(self, X):
         if X.shape[-2] < 3:
             raise ValueError(f"first-three-sum needs T >= 3, got T={X.shape[-2]}")
@@ -302,7 +308,7 @@ class FirstThreeSum(Target):
 
 
 @dataclass(frozen=True)
-class UnitCube(Target):
+class UnitCube(VectorTarget):
     """Thm 3(b)'s reconstruction task (ours, DEFAULT): one token x ~ U[0,1]^d (a sequence of length
     T = 1) and F(X) = x itself, to be passed through a bottleneck of m numbers (the ``encoding-cost``
     experiment's encoder/decoder pairs)."""
@@ -310,10 +316,6 @@ class UnitCube(Target):
     name: ClassVar[str] = "unit-cube"
     label: ClassVar[str] = "DEFAULT"
     d: int = 1
-
-    @property
-    def out_dim(self) -> int:  # type: ignore[override]
-        return self.d
 
     def __call__(self, X):
         return X[..., 0, :]

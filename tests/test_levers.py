@@ -357,8 +357,8 @@ def test_order_rows_carry_the_spread_and_the_rms_error_the_nmse_hides():
     assert target_spread("triangle-center", 16) < target_spread("triangle-center", 4)  # a minimum concentrates
 
 
-def test_lever_rows_compare_each_lever_with_the_baseline_and_the_goal():
-    from infoflow.order import lever_rows
+def test_lever_means_compare_each_lever_with_the_baseline_and_the_goal():
+    from infoflow.order import lever_means
 
     def rec(label, value, status="done"):
         return {"config": {"label": label}, "status": status, "metrics": {"best_val_nmse": value}}
@@ -369,14 +369,40 @@ def test_lever_rows_compare_each_lever_with_the_baseline_and_the_goal():
         rec("(4,4),E=24 lr 1e-2", 0.24),
         rec("(4,4),E=24 lr 1e-2", None, status="failed"),
     ]
-    rows = lever_rows(records, goal=0.02)
+    rows = lever_means(records, goal=0.02)
     assert [r["lever"] for r in rows] == ["lr 1e-2", "paper recipe"]  # best first
     lr, base = rows
     assert base["seeds"] == 2 and base["vs_baseline"] == 1 and base["gap_closed"] == 0
     assert lr["seeds"] == 1 and lr["vs_baseline"] == pytest.approx(0.24 / 0.42)
     assert lr["gap_closed"] == pytest.approx(0.18 / 0.40)
     with pytest.raises(ValueError, match="baseline 'fresh' is not among the levers"):
-        lever_rows(records, baseline="fresh")
+        lever_means(records, baseline="fresh")
+
+
+def test_lever_seed_rows_keep_one_row_per_finished_run():
+    from infoflow.order import lever_seed_rows
+
+    records = [
+        {
+            "config": {"label": "(4,4),E=24 paper recipe", "seed": 1},
+            "status": "done",
+            "metrics": {"best_val_nmse": 0.4},
+        },
+        {"config": {"label": "(4,4),E=24 lr 1e-2", "seed": 0}, "status": "failed", "metrics": {}},
+    ]
+    assert lever_seed_rows(records) == [{"lever": "paper recipe", "seed": 1, "best_val_nmse": 0.4}]
+
+
+def test_unstable_seeds_count_runs_that_went_above_the_constant():
+    from infoflow.plateau import unstable_seeds
+
+    def rec(curve, status="done"):
+        return {"status": status, "curve": curve}
+
+    records = [rec([[1, 0.9], [2, 0.1]]), rec([[1, 0.5], [2, 25.0], [3, 0.3]]), rec([[1, None], [2, 0.2]])]
+    assert unstable_seeds(records) == 1
+    assert unstable_seeds(records, above=0.4) == 2
+    assert unstable_seeds([rec([[1, 0.5]], status="failed")]) == 1  # a diverged run counts
 
 
 def test_variance_share_is_the_variance_over_the_mean_square():

@@ -189,6 +189,17 @@ def test_dd_gap_is_best_other_over_dd():
     assert round(dd_gap(TABLE_11[2])) == 623 and round(dd_gap(TABLE_11[6])) == 3
 
 
+def test_best_until_and_its_geometric_mean_read_the_curve_up_to_a_step():
+    from infoflow.results import best_until, geomean_best_until
+
+    a = {"curve": [[100, 0.5], [200, None], [300, 0.2], [400, 0.3]]}
+    b = {"curve": [[100, 0.8], [200, 0.05], [300, 0.1], [400, 0.1]]}
+    assert best_until(a, 250) == 0.5 and best_until(a, 400) == 0.2
+    assert geomean_best_until([a, b], [100, 300]) == pytest.approx({100: (0.5 * 0.8) ** 0.5, 300: (0.2 * 0.05) ** 0.5})
+    with pytest.raises(ValueError, match="no evaluation at or before step 50"):
+        best_until(a, 50)
+
+
 def test_second_half_ratio_compares_best_of_run_with_best_of_first_half():
     from infoflow.results import second_half_ratio
 
