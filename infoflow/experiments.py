@@ -496,7 +496,8 @@ class IntrinsicDimensionCombined(IntrinsicDimensionTuned):
                 yield run
 
     profiles: ClassVar[dict] = {
-        "paper": {"Ds": [2], "train": {"n_train": None}},
+        # the paper's scale (T = 64, E = 60 doubled by the width lever), the wide recipe at D = 2..6
+        "paper": {"Ds": [2, 3, 4, 5, 6], "train": {"n_train": None}},
         "cpu": {**IntrinsicDimensionTuned.profiles["cpu"], "Ds": [2, 3]},
         "quick": IntrinsicDimensionLevers.profiles["quick"],
     }
@@ -742,15 +743,16 @@ class ProbesPaperShapes(Probes):
 
 
 class ProbesPaperShapesLong(ProbesPaperShapes):
-    """App. C.1-C.2 at the paper's shapes trained four times longer (12k steps, cosine to 0) than
+    """App. C.1-C.2 at the paper's shapes trained 8k steps (cosine to 0) instead of the 3k of
     ``probes-paper-shapes``: were its models still improving when the schedule ended? Our question
-    (DEFAULT); the paper trains to convergence with its steps unknown."""
+    and length (DEFAULT, what two CPU cores train in a session); the paper trains to convergence with
+    its steps unknown."""
 
     name: ClassVar[str] = "probes-paper-shapes-long"
-    description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 4x the cpu steps (12k): are the curves flat?"
+    description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 8k steps instead of 3k: are the curves flat?"
     profiles: ClassVar[dict] = {
         "paper": {},
-        "cpu": {"train": {"steps": 12000, "batch": 128, "n_val": 2048, "eval_every": 600}},
+        "cpu": {"train": {"steps": 8000, "batch": 128, "n_val": 2048, "eval_every": 400}},
         "quick": ProbesPaperShapes.profiles["quick"],
     }
 

@@ -25,6 +25,7 @@ __all__ = [
     "best_seed_rows",
     "best_until",
     "geomean_best_until",
+    "length_rows",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -271,6 +272,34 @@ def best_seed_rows(records: list, level: float = 0.5) -> list:
                 "first_layer_directions": len(first),
                 "cls_directions": len(last),
                 "directions_together": len(set(first) | set(last)),
+            }
+        )
+    return rows
+
+
+def length_rows(short: Iterable[dict], long: Iterable[dict]) -> list[dict]:
+    """The same configurations trained for two lengths (labels match, schedules end at their own
+    steps): per configuration, the best seed's and the mean seed's best validation NMSE at each length
+    and the ratios long / short. A ratio near 1 says the shorter run had already converged; well below 1,
+    that more steps still paid."""
+
+    def by_label(records):
+        groups: dict = defaultdict(list)
+        for r in records:
+            if r["status"] == "done":
+                groups[r["config"]["label"]].append(r["metrics"]["best_val_nmse"])
+        return groups
+
+    a, b = by_label(short), by_label(long)
+    rows = []
+    for label in [x for x in a if x in b]:
+        rows.append(
+            {
+                "config": label,
+                "best_short": min(a[label]),
+                "best_long": min(b[label]),
+                "best_ratio": min(b[label]) / min(a[label]),
+                "mean_ratio": float(np.mean(b[label]) / np.mean(a[label])),
             }
         )
     return rows
