@@ -279,27 +279,30 @@ def best_seed_rows(records: list, level: float = 0.5) -> list:
 
 def length_rows(short: Iterable[dict], long: Iterable[dict]) -> list[dict]:
     """The same configurations trained for two lengths (labels match, schedules end at their own
-    steps): per configuration, the best seed's and the mean seed's best validation NMSE at each length
-    and the ratios long / short. A ratio near 1 says the shorter run had already converged; well below 1,
-    that more steps still paid."""
+    steps): per configuration, the best seed's and the mean seed's best validation NMSE at each length,
+    the ratios long / short, and the exponent of the best seed's error in the steps (log of the ratio
+    over log of the ratio of steps: -1 when 2x the steps halve it). A ratio near 1 says the shorter
+    run had already converged; well below 1, that more steps still paid."""
 
     def by_label(records):
         groups: dict = defaultdict(list)
         for r in records:
             if r["status"] == "done":
-                groups[r["config"]["label"]].append(r["metrics"]["best_val_nmse"])
+                groups[r["config"]["label"]].append((r["metrics"]["best_val_nmse"], r["config"]["train"]["steps"]))
         return groups
 
     a, b = by_label(short), by_label(long)
     rows = []
     for label in [x for x in a if x in b]:
+        (best_a, steps_a), (best_b, steps_b) = min(a[label]), min(b[label])
         rows.append(
             {
                 "config": label,
-                "best_short": min(a[label]),
-                "best_long": min(b[label]),
-                "best_ratio": min(b[label]) / min(a[label]),
-                "mean_ratio": float(np.mean(b[label]) / np.mean(a[label])),
+                "best_short": best_a,
+                "best_long": best_b,
+                "best_ratio": best_b / best_a,
+                "mean_ratio": float(np.mean([v for v, _ in b[label]]) / np.mean([v for v, _ in a[label]])),
+                "exponent": float(np.log(best_b / best_a) / np.log(steps_b / steps_a)),
             }
         )
     return rows

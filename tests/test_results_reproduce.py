@@ -203,14 +203,24 @@ def test_best_until_and_its_geometric_mean_read_the_curve_up_to_a_step():
 def test_length_rows_compare_the_same_configurations_at_two_lengths():
     from infoflow.results import length_rows
 
-    def rec(label, value, status="done"):
-        return {"config": {"label": label}, "status": status, "metrics": {"best_val_nmse": value}}
+    def rec(label, value, steps, status="done"):
+        return {
+            "config": {"label": label, "train": {"steps": steps}},
+            "status": status,
+            "metrics": {"best_val_nmse": value},
+        }
 
-    short = [rec("(6,6)", 0.004), rec("(6,6)", 0.002), rec("(5,5)", 0.01)]
-    long = [rec("(6,6)", 0.001), rec("(6,6)", 0.002), rec("(6,6)", None, status="failed"), rec("(7,7)", 0.1)]
+    short = [rec("(6,6)", 0.004, 1000), rec("(6,6)", 0.002, 1000), rec("(5,5)", 0.01, 1000)]
+    long = [
+        rec("(6,6)", 0.001, 4000),
+        rec("(6,6)", 0.002, 4000),
+        rec("(6,6)", None, 4000, "failed"),
+        rec("(7,7)", 0.1, 4000),
+    ]
     (row,) = length_rows(short, long)  # only the configurations both lengths have
     assert row["config"] == "(6,6)" and row["best_short"] == 0.002 and row["best_long"] == 0.001
     assert row["best_ratio"] == pytest.approx(0.5) and row["mean_ratio"] == pytest.approx(0.0015 / 0.003)
+    assert row["exponent"] == pytest.approx(-0.5)  # 4x the steps halved the error: error ~ steps^-0.5
 
 
 def test_second_half_ratio_compares_best_of_run_with_best_of_first_half():
