@@ -498,7 +498,7 @@ class IntrinsicDimensionCombined(IntrinsicDimensionTuned):
     profiles: ClassVar[dict] = {
         # the paper's scale (T = 64, E = 60 doubled by the width lever), the wide recipe at D = 2..6
         "paper": {"Ds": [2, 3, 4, 5, 6], "train": {"n_train": None}},
-        "cpu": {**IntrinsicDimensionTuned.profiles["cpu"], "Ds": [2, 3]},
+        "cpu": {**IntrinsicDimensionTuned.profiles["cpu"], "Ds": [2, 3, 4]},
         "quick": IntrinsicDimensionLevers.profiles["quick"],
     }
 
