@@ -34,6 +34,7 @@ __all__ = [
     "plot_third_party",
     "recipe_table",
     "goal_rows",
+    "gap_trend",
     "claim_rows",
 ]
 
@@ -275,6 +276,20 @@ def goal_rows(recipes: dict, factor: float = ESCAPE_FACTOR, min_gap: float = 30.
                 }
             )
     return rows
+
+
+def gap_trend(goals: list[dict]) -> dict:
+    """{recipe: (its gaps of the means in order of D, whether they shrink as D grows)} from
+    :func:`goal_rows` (never rising counts as shrinking), for the recipes recorded at more than one D."""
+    by_recipe: dict = {}
+    for g in goals:
+        by_recipe.setdefault(g["recipe"], []).append((g["D"], g["gap_of_means"]))
+    out = {}
+    for name, pairs in by_recipe.items():
+        gaps = [gap for _, gap in sorted(pairs)]
+        if len(gaps) > 1:
+            out[name] = (gaps, all(b <= a for a, b in zip(gaps, gaps[1:])))
+    return out
 
 
 def claim_rows(goals: list[dict], construction_best: float, below_taken: Optional[list[int]]) -> list[dict]:

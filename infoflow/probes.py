@@ -18,6 +18,7 @@ __all__ = [
     "probe_table",
     "probe_rows",
     "probe_summary",
+    "first_layer_heads",
     "head_alignment",
     "direction_alignment",
     "directions_covered",
@@ -120,6 +121,11 @@ def probe_rows(records: list) -> list:
     return rows
 
 
+def first_layer_heads(label: str) -> int:
+    """h1 of a probes configuration labelled "(h1,h2)"."""
+    return int(label.strip("()").split(",")[0])
+
+
 def probe_summary(rows: list, D: int) -> dict:
     """The quantities App. C.1–C.2 argue from: mean ratio per configuration for each probe, the share
     of heads whose argmax recovery improved, the mean argmax ratio with h₁ ≥ D and with h₁ < D, and the
@@ -131,7 +137,7 @@ def probe_summary(rows: list, D: int) -> dict:
 
     arg = {c: mean_ratio("argmax", c) for c in configs}
     sec = {c: mean_ratio("second", c) for c in configs}
-    ge = [c for c in configs if int(c.strip("()").split(",")[0]) >= D]
+    ge = [c for c in configs if first_layer_heads(c) >= D]
     lt = [c for c in configs if c not in ge]
     return {
         "argmax": arg,

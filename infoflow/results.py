@@ -26,6 +26,7 @@ __all__ = [
     "best_until",
     "geomean_best_until",
     "length_rows",
+    "flatness_rows",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -305,4 +306,35 @@ def length_rows(short: Iterable[dict], long: Iterable[dict]) -> list[dict]:
                 "exponent": float(np.log(best_b / best_a) / np.log(steps_b / steps_a)),
             }
         )
+    return rows
+
+
+def flatness_rows(
+    short: Iterable[dict],
+    long: Iterable[dict],
+    reference: str,
+    tail_limit: float = 0.05,
+    ratio_limit: float = 0.8,
+) -> list[dict]:
+    """Were the longer runs trained until flat? :func:`length_rows` with two tests (our criteria,
+    DEFAULT): **within** the run, the longer best seed's :func:`tail_improvement` is below
+    ``tail_limit``; **across** lengths, the longer best seed keeps at least ``ratio_limit`` of the
+    shorter one's error. Also each configuration's best error over the ``reference`` configuration's,
+    at either length (``vs_ref_short``, ``vs_ref_long``)."""
+    long = [r for r in long if r["status"] == "done"]
+    best_long: dict = {}
+    for r in long:
+        label = r["config"]["label"]
+        if label not in best_long or r["metrics"]["best_val_nmse"] < best_long[label]["metrics"]["best_val_nmse"]:
+            best_long[label] = r
+    rows = length_rows(short, long)
+    ref = next((r for r in rows if r["config"] == reference), None)
+    if ref is None:
+        raise ValueError(f"reference: {reference!r} is not among the configurations both lengths have")
+    for row in rows:
+        row["tail_gain"] = tail_improvement(best_long[row["config"]])
+        row["flat_within"] = row["tail_gain"] < tail_limit
+        row["flat_across"] = row["best_ratio"] >= ratio_limit
+        row["vs_ref_short"] = row["best_short"] / ref["best_short"]
+        row["vs_ref_long"] = row["best_long"] / ref["best_long"]
     return rows

@@ -198,10 +198,12 @@ def app_c1(root=None) -> Row:
     summary, evidence = _probe_summary(root)
     if summary is None:
         return _not_run("probes", **fields)
+    from .probes import first_layer_heads
+
     arg = summary["argmax"]
     ge, lt = summary["mean_argmax_h1_ge_D"], summary["mean_argmax_h1_lt_D"]
     direction = ge < lt and ge < 1
-    six = [v for c, v in arg.items() if int(c.strip("()").split(",")[0]) == 6]
+    six = [v for c, v in arg.items() if first_layer_heads(c) == 6]
     ours = f"mean ratio {_span(arg.values())} per configuration; h1 >= D {ge:.2f}, h1 < D {lt:.2f}"
     return Row(ours=ours, verdict=_verdict(direction, bool(six) and max(six) < 0.2), evidence=evidence, **fields)
 

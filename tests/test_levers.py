@@ -405,6 +405,25 @@ def test_unstable_seeds_count_runs_that_went_above_the_constant():
     assert unstable_seeds([rec([[1, 0.5]], status="failed")]) == 1  # a diverged run counts
 
 
+def test_gap_trend_orders_gaps_by_D_and_says_whether_they_shrink():
+    from infoflow.plateau import gap_trend
+
+    goals = [
+        {"recipe": "wide", "D": 3, "gap_of_means": 3.1},
+        {"recipe": "wide", "D": 2, "gap_of_means": 23.8},
+        {"recipe": "paper", "D": 2, "gap_of_means": 1.1},
+        {"recipe": "paper", "D": 3, "gap_of_means": 2.4},
+        {"recipe": "once", "D": 2, "gap_of_means": 5.0},
+    ]
+    assert gap_trend(goals) == {"wide": ([23.8, 3.1], True), "paper": ([1.1, 2.4], False)}
+
+
+def test_first_layer_heads_reads_h1_of_a_probes_label():
+    from infoflow.probes import first_layer_heads
+
+    assert first_layer_heads("(5,6)") == 5 and first_layer_heads("(7,7)") == 7
+
+
 def test_variance_share_is_the_variance_over_the_mean_square():
     from infoflow.order import variance_share
     from infoflow.targets import make_target

@@ -223,6 +223,31 @@ def test_length_rows_compare_the_same_configurations_at_two_lengths():
     assert row["exponent"] == pytest.approx(-0.5)  # 4x the steps halved the error: error ~ steps^-0.5
 
 
+def test_flatness_rows_apply_both_tests_and_compare_with_the_reference():
+    from infoflow.results import flatness_rows
+
+    def rec(label, value, steps, curve):
+        return {
+            "config": {"label": label, "train": {"steps": steps}},
+            "status": "done",
+            "metrics": {"best_val_nmse": value},
+            "curve": curve,
+        }
+
+    short = [rec("(6,6)", 0.004, 1000, []), rec("(5,6)", 0.002, 1000, [])]
+    flat = [[1, 0.01], [2, 0.0031], [3, 0.003], [4, 0.003]]  # the last quarter gains nothing
+    falling = [[1, 0.01], [2, 0.004], [3, 0.002], [4, 0.001]]  # the last quarter halves the error
+    long = [rec("(6,6)", 0.003, 4000, flat), rec("(6,6)", 0.005, 4000, falling), rec("(5,6)", 0.001, 4000, falling)]
+    rows = {r["config"]: r for r in flatness_rows(short, long, reference="(6,6)")}
+    assert rows["(6,6)"]["flat_within"] and not rows["(6,6)"]["flat_across"]  # best seed: the flat one
+    assert rows["(6,6)"]["best_ratio"] == pytest.approx(0.75)
+    assert not rows["(5,6)"]["flat_within"] and rows["(5,6)"]["tail_gain"] == pytest.approx(0.5)
+    assert not rows["(5,6)"]["flat_across"]  # 0.001 / 0.002 = 0.5 < 0.8
+    assert rows["(5,6)"]["vs_ref_short"] == pytest.approx(0.5) and rows["(5,6)"]["vs_ref_long"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="reference: '\\(7,7\\)' is not among"):
+        flatness_rows(short, long, reference="(7,7)")
+
+
 def test_second_half_ratio_compares_best_of_run_with_best_of_first_half():
     from infoflow.results import second_half_ratio
 
