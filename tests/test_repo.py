@@ -152,11 +152,9 @@ def test_profile_timing_script_fits_and_extrapolates(tmp_path):
         "--device",
         "cpu",
         "--run",
-        "triangle-center:1",
+        "probes-paper-shapes:1",
         "--set",
-        "Ts=[4]",
-        "--set",
-        "seeds=[0]",
+        "configs=[[5,5],[6,6]]",
         "--set",
         "train.eval_every=100",
         "--set",
@@ -168,13 +166,13 @@ def test_profile_timing_script_fits_and_extrapolates(tmp_path):
     ]
     subprocess.run(cmd + ["--verify"], check=True, capture_output=True, timeout=300, cwd=ROOT)
     (r,) = [json.loads(line) for line in out.read_text().splitlines()]
-    e = r["experiments"]["triangle-center"]
-    assert e["runs"] == 3 and e["ensembles"] == 3 and e["steps"] == 500 and r["device"] == "cpu" and not r["cuda_graph"]
+    e = r["experiments"]["probes-paper-shapes"]
+    assert e["runs"] == 2 and e["ensembles"] == 2 and e["steps"] == 60 and r["device"] == "cpu" and not r["cuda_graph"]
     for n in (4, 8):
         assert e["fixed_s"] + e["per_step_s"] * n == pytest.approx(e["wall_s"][str(n)], abs=0.02)
-    assert e["extrapolated_s"] == pytest.approx(e["fixed_s"] + e["per_step_s"] * 500, abs=0.1)
+    assert e["extrapolated_s"] == pytest.approx(e["fixed_s"] + e["per_step_s"] * 60, abs=0.1)
     assert r["together"]["wall_s"] == e["wall_s"]  # one experiment: the last to end is it
-    assert e["measured_s"] == r["together"]["measured_s"] > e["wall_s"]["8"]  # --verify: the 500-step sweep ran
+    assert e["measured_s"] == r["together"]["measured_s"] > e["wall_s"]["8"]  # --verify: the 60-step sweep ran
     bad = subprocess.run(
         cmd[:-2] + ["--run", "triangle-center:0", "--out", str(out)],
         capture_output=True,
