@@ -22,7 +22,9 @@ __all__ = [
     "best_profile",
     "describe",
     "run_text",
+    "best_seeds",
     "best_seed_rows",
+    "best_seed_curves",
     "best_until",
     "geomean_best_until",
     "length_rows",
@@ -194,6 +196,30 @@ def curves_to_rows(curves: dict, names: Sequence[str], value: str = "val_nmse_ge
     ]
 
 
+def best_seeds(records: Iterable[dict]) -> dict:
+    """{label: the finished run with the lowest best validation NMSE}: each configuration's best seed,
+    the one App. C.1-C.2 report."""
+    best: dict = {}
+    for r in records:
+        if r["status"] != "done":
+            continue
+        label = r["config"]["label"]
+        if label not in best or r["metrics"]["best_val_nmse"] < best[label]["metrics"]["best_val_nmse"]:
+            best[label] = r
+    return best
+
+
+def best_seed_curves(records: Iterable[dict]) -> dict:
+    """The best seed's best-so-far validation curve per configuration: {label: (steps, running minimum
+    of its validation NMSE)}, the best seed being the one with the lowest ``best_val_nmse`` (the paper
+    keeps the best seed, App. C.1). Finished runs only."""
+    out = {}
+    for label, r in best_seeds(records).items():
+        points = [(s, v) for s, v in r["curve"] if v is not None]
+        out[label] = ([s for s, _ in points], np.minimum.accumulate([v for _, v in points]).tolist())
+    return out
+
+
 def seed_pairs(records: Iterable[dict], key: Callable[[dict], object], metric: str = "best_val_nmse") -> dict:
     """(seed, value of ``metric``) of every finished run, grouped by ``key(record)`` and sorted by seed:
     {key: [(seed, value), ...]}."""
@@ -252,13 +278,8 @@ def best_seed_rows(records: list, level: float = 0.5) -> list:
     measurements (``probes-paper-shapes``)."""
     from .probes import directions_covered
 
-    by_config: dict = {}
-    for r in records:
-        if r["status"] == "done":
-            by_config.setdefault(r["config"]["label"], []).append(r)
     rows = []
-    for config, runs in by_config.items():
-        r = min(runs, key=lambda run: run["metrics"]["best_val_nmse"])
+    for config, r in best_seeds(records).items():
         m = r["measurements"]
         first = directions_covered(m["directions_first_trained"], level)
         last = directions_covered(m["directions_last_trained"], level)
@@ -321,12 +342,8 @@ def flatness_rows(
     ``tail_limit``; **across** lengths, the longer best seed keeps at least ``ratio_limit`` of the
     shorter one's error. Also each configuration's best error over the ``reference`` configuration's,
     at either length (``vs_ref_short``, ``vs_ref_long``)."""
-    long = [r for r in long if r["status"] == "done"]
-    best_long: dict = {}
-    for r in long:
-        label = r["config"]["label"]
-        if label not in best_long or r["metrics"]["best_val_nmse"] < best_long[label]["metrics"]["best_val_nmse"]:
-            best_long[label] = r
+    long = list(long)
+    best_long = best_seeds(long)
     rows = length_rows(short, long)
     ref = next((r for r in rows if r["config"] == reference), None)
     if ref is None:

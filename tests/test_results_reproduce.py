@@ -248,6 +248,28 @@ def test_flatness_rows_apply_both_tests_and_compare_with_the_reference():
         flatness_rows(short, long, reference="(7,7)")
 
 
+def test_best_seed_curves_keep_the_best_seed_and_its_running_minimum():
+    from infoflow.results import best_seed_curves
+
+    def rec(label, seed, value, curve, status="done"):
+        return {
+            "config": {"label": label, "seed": seed},
+            "status": status,
+            "metrics": {"best_val_nmse": value},
+            "curve": curve,
+        }
+
+    records = [
+        rec("(6,6)", 0, 0.2, [[10, 0.5], [20, 0.2], [30, 0.3]]),
+        rec("(6,6)", 1, 0.1, [[10, 0.4], [20, None], [30, 0.6], [40, 0.1]]),
+        rec("(6,6)", 2, None, [], "failed"),
+        rec("(5,5)", 0, 0.3, [[10, 0.3]]),
+    ]
+    curves = best_seed_curves(records)
+    assert curves["(6,6)"] == ([10, 30, 40], [0.4, 0.4, 0.1])  # seed 1; a missing evaluation is skipped
+    assert curves["(5,5)"] == ([10], [0.3])
+
+
 def test_second_half_ratio_compares_best_of_run_with_best_of_first_half():
     from infoflow.results import second_half_ratio
 
