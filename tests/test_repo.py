@@ -172,7 +172,8 @@ def test_profile_timing_script_fits_and_extrapolates(tmp_path):
         assert e["fixed_s"] + e["per_step_s"] * n == pytest.approx(e["wall_s"][str(n)], abs=0.02)
     assert e["extrapolated_s"] == pytest.approx(e["fixed_s"] + e["per_step_s"] * 60, abs=0.1)
     assert r["together"]["wall_s"] == e["wall_s"]  # one experiment: the last to end is it
-    assert e["measured_s"] == r["together"]["measured_s"] > e["wall_s"]["8"]  # --verify: the 60-step sweep ran
+    # --verify: the profile's own sweep (60 steps) trained every run; its time is reported, not compared
+    assert e["measured_runs"] == 2 and e["measured_s"] == r["together"]["measured_s"] > 0
     bad = subprocess.run(
         cmd[:-2] + ["--run", "triangle-center:0", "--out", str(out)],
         capture_output=True,
