@@ -166,7 +166,9 @@ def _probe_summary(root):
     # the paper's shapes (T = 32, head dim 8) once a cpu or paper profile is complete, the longer runs
     # first; else the small probes
     shapes = [
-        e for e in ("probes-paper-shapes-long", "probes-paper-shapes") if best_profile(e, root) in ("cpu", "paper")
+        e
+        for e in ("probes-paper-shapes-24k", "probes-paper-shapes-long", "probes-paper-shapes")
+        if best_profile(e, root) in ("cpu", "paper")
     ]
     found = _evidence(shapes[0] if shapes else "probes", root)
     if found is None:
