@@ -742,6 +742,13 @@ class ProbesPaperShapes(Probes):
     }
 
 
+def _probes_paper_shapes_for(steps: int, eval_every: int) -> dict:
+    """Profiles of ``probes-paper-shapes`` trained longer on the CPU: the same runs (batch 128, 2048
+    validation samples) with ``steps`` and ``eval_every`` changed; paper and quick unchanged."""
+    cpu = {"train": {"steps": steps, "batch": 128, "n_val": 2048, "eval_every": eval_every}}
+    return {"paper": {}, "cpu": cpu, "quick": ProbesPaperShapes.profiles["quick"]}
+
+
 class ProbesPaperShapesLong(ProbesPaperShapes):
     """App. C.1-C.2 at the paper's shapes trained 8k steps (cosine to 0) instead of the 3k of
     ``probes-paper-shapes``: were its models still improving when the schedule ended? Our question
@@ -750,11 +757,7 @@ class ProbesPaperShapesLong(ProbesPaperShapes):
 
     name: ClassVar[str] = "probes-paper-shapes-long"
     description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 8k steps instead of 3k: are the curves flat?"
-    profiles: ClassVar[dict] = {
-        "paper": {},
-        "cpu": {"train": {"steps": 8000, "batch": 128, "n_val": 2048, "eval_every": 400}},
-        "quick": ProbesPaperShapes.profiles["quick"],
-    }
+    profiles: ClassVar[dict] = _probes_paper_shapes_for(steps=8000, eval_every=400)
 
 
 class ProbesPaperShapes24k(ProbesPaperShapes):
@@ -765,11 +768,7 @@ class ProbesPaperShapes24k(ProbesPaperShapes):
 
     name: ClassVar[str] = "probes-paper-shapes-24k"
     description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 24k steps: does the error stop falling?"
-    profiles: ClassVar[dict] = {
-        "paper": {},
-        "cpu": {"train": {"steps": 24000, "batch": 128, "n_val": 2048, "eval_every": 800}},
-        "quick": ProbesPaperShapes.profiles["quick"],
-    }
+    profiles: ClassVar[dict] = _probes_paper_shapes_for(steps=24000, eval_every=800)
 
 
 class SpecificPosition(Experiment):
