@@ -742,10 +742,13 @@ class ProbesPaperShapes(Probes):
     }
 
 
-def _probes_paper_shapes_for(steps: int, eval_every: int) -> dict:
+def _probes_paper_shapes_for(steps: int, eval_every: int, configs: list | None = None) -> dict:
     """Profiles of ``probes-paper-shapes`` trained longer on the CPU: the same runs (batch 128, 2048
-    validation samples) with ``steps`` and ``eval_every`` changed; paper and quick unchanged."""
+    validation samples) with ``steps`` and ``eval_every`` changed, and only ``configs`` if given;
+    paper and quick unchanged."""
     cpu = {"train": {"steps": steps, "batch": 128, "n_val": 2048, "eval_every": eval_every}}
+    if configs is not None:
+        cpu["configs"] = configs
     return {"paper": {}, "cpu": cpu, "quick": ProbesPaperShapes.profiles["quick"]}
 
 
@@ -769,6 +772,18 @@ class ProbesPaperShapes24k(ProbesPaperShapes):
     name: ClassVar[str] = "probes-paper-shapes-24k"
     description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 24k steps: does the error stop falling?"
     profiles: ClassVar[dict] = _probes_paper_shapes_for(steps=24000, eval_every=800)
+
+
+class ProbesPaperShapes72k(ProbesPaperShapes):
+    """App. C.1-C.2 at the paper's shapes trained 72k steps of batch 128 (cosine to 0): 9.2M samples,
+    3x the 24k runs again. Does the error stop falling, and do the first-layer heads keep taking up
+    single directions? Our question and length (DEFAULT; about 2 h of one CPU core per
+    configuration, its three seeds trained as one ensemble). The cpu profile trains the pair that
+    decides h1 < D, (6,6) and (5,6) (the same second layer), one per core in one session."""
+
+    name: ClassVar[str] = "probes-paper-shapes-72k"
+    description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 72k steps: does the error stop falling?"
+    profiles: ClassVar[dict] = _probes_paper_shapes_for(steps=72000, eval_every=2400, configs=[(6, 6), (5, 6)])
 
 
 class SpecificPosition(Experiment):
@@ -899,6 +914,7 @@ for _cls in (
     ProbesPaperShapes,
     ProbesPaperShapesLong,
     ProbesPaperShapes24k,
+    ProbesPaperShapes72k,
     SpecificPosition,
     IntrinsicDimension,
     IntrinsicDimensionDeep,

@@ -8,7 +8,7 @@ import io
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -355,3 +355,38 @@ def flatness_rows(
         row["vs_ref_short"] = row["best_short"] / ref["best_short"]
         row["vs_ref_long"] = row["best_long"] / ref["best_long"]
     return rows
+
+
+def rows_by_length(records_by_length: Mapping[int, Iterable[dict]]) -> list[dict]:
+    """The same App. C.1 configurations trained for several lengths ({steps: records}): one row per
+    configuration (in order of first appearance) with its best seed's (:func:`best_seed_rows`) error,
+    C.1 ratio, first-layer directions and directions retrieved together at each length, as
+    ``val_nmse_STEPS``, ``c1_STEPS``, ``layer1_STEPS`` and ``together_STEPS``; None where the
+    configuration was not trained that long."""
+    fields = {"val_nmse": "val_nmse", "c1": "c1_ratio", "layer1": "first_layer_directions",
+              "together": "directions_together"}
+    best = {steps: {r["config"]: r for r in best_seed_rows(list(recs))} for steps, recs in sorted(records_by_length.items())}
+    configs = list(dict.fromkeys(c for rows in best.values() for c in rows))
+    return [
+        {"config": c, **{f"{short}_{steps}": rows[c][field] if c in rows else None
+                         for short, field in fields.items() for steps, rows in best.items()}}
+        for c in configs
+    ]
+
+
+def trend_text(row: dict, field: str, steps: Sequence[int]) -> str:
+    """One configuration's ``field`` across lengths as "a -> b -> c" (lengths where it was not trained
+    left out), e.g. the first-layer directions of a :func:`rows_by_length` row."""
+    return " -> ".join(str(row[f"{field}_{s}"]) for s in steps if row.get(f"{field}_{s}") is not None)
+
+
+def behind_at_end(long: Iterable[dict], short: Iterable[dict]) -> dict:
+    """{label: how far the longer run's best seed was, at the shorter schedule's last step, above the
+    shorter run's best seed at its end} (best validation NMSE so far over best; above 1 when the longer
+    schedule, its learning rate still high there, had not yet caught up)."""
+    bl, bs = best_seeds(long), best_seeds(short)
+    out = {}
+    for label in [c for c in bs if c in bl]:
+        end = bs[label]["config"]["train"]["steps"]
+        out[label] = best_until(bl[label], end) / best_until(bs[label], end)
+    return out

@@ -270,6 +270,62 @@ def test_best_seed_curves_keep_the_best_seed_and_its_running_minimum():
     assert curves["(5,5)"] == ([10], [0.3])
 
 
+def _probe_run(label, seed, steps, curve, first, last=((0.0, 0.0),)):
+    """A finished App. C.1 run: its curve, its best error, and the measurements best_seed_rows reads."""
+    best = min(v for _, v in curve)
+    m = {
+        "recovery_argmax_init": [1.0],
+        "recovery_argmax_trained": [best * 100],
+        "recovery_second_init": [1.0],
+        "recovery_second_trained": [1.0],
+        "directions_first_trained": [list(h) for h in first],
+        "directions_last_trained": [list(h) for h in last],
+    }
+    return {
+        "config": {"label": label, "seed": seed, "train": {"steps": steps}},
+        "status": "done",
+        "curve": curve,
+        "metrics": {"best_val_nmse": best},
+        "measurements": m,
+    }
+
+
+def test_rows_by_length_put_each_best_seed_at_each_length_side_by_side():
+    from infoflow.results import rows_by_length, trend_text
+
+    none, one, two = [[0.1, 0.1]], [[0.9, 0.1]], [[0.9, 0.0], [0.0, 0.7]]  # heads x directions
+    runs = {
+        8000: [_probe_run("(5,6)", 0, 8000, [[8000, 0.02]], none), _probe_run("(6,6)", 0, 8000, [[8000, 0.01]], one)],
+        3000: [
+            _probe_run("(6,6)", 0, 3000, [[3000, 0.05]], none),
+            _probe_run("(6,6)", 1, 3000, [[3000, 0.04]], two),  # the best seed
+            _probe_run("(5,6)", 0, 3000, [[3000, 0.06]], none),
+        ],
+        24000: [_probe_run("(6,6)", 2, 24000, [[24000, 0.001]], two)],  # (5,6) not trained this long
+    }
+    rows = rows_by_length(runs)
+    assert [r["config"] for r in rows] == ["(6,6)", "(5,6)"]  # in order of first appearance, shortest first
+    six, five = rows
+    assert (six["val_nmse_3000"], six["layer1_3000"], six["layer1_8000"], six["layer1_24000"]) == (0.04, 2, 1, 2)
+    assert six["c1_3000"] == pytest.approx(4.0) and six["together_24000"] == 2
+    assert five["layer1_8000"] == 0 and five["val_nmse_24000"] is None and five["c1_24000"] is None
+    assert trend_text(six, "layer1", [3000, 8000, 24000]) == "2 -> 1 -> 2"
+    assert trend_text(five, "layer1", [3000, 8000, 24000]) == "0 -> 0"  # a length it lacks is left out
+    assert trend_text(six, "layer1", [8000]) == "1"
+
+
+def test_behind_at_end_compares_the_longer_run_at_the_shorter_schedules_end():
+    from infoflow.results import behind_at_end
+
+    short = [_probe_run("(6,6)", 0, 100, [[50, 0.4], [100, 0.1]], [])]
+    long = [
+        _probe_run("(6,6)", 0, 300, [[50, 0.5], [100, 0.3], [200, 0.2], [300, 0.01]], []),  # the best seed
+        _probe_run("(6,6)", 1, 300, [[50, 0.2], [100, 0.2], [300, 0.05]], []),
+        _probe_run("(5,6)", 0, 300, [[100, 0.2], [300, 0.05]], []),  # no shorter run: left out
+    ]
+    assert behind_at_end(long, short) == {"(6,6)": pytest.approx(3.0)}  # 0.3 at step 100 against 0.1
+
+
 def test_second_half_ratio_compares_best_of_run_with_best_of_first_half():
     from infoflow.results import second_half_ratio
 
