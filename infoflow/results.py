@@ -363,13 +363,25 @@ def rows_by_length(records_by_length: Mapping[int, Iterable[dict]]) -> list[dict
     C.1 ratio, first-layer directions and directions retrieved together at each length, as
     ``val_nmse_STEPS``, ``c1_STEPS``, ``layer1_STEPS`` and ``together_STEPS``; None where the
     configuration was not trained that long."""
-    fields = {"val_nmse": "val_nmse", "c1": "c1_ratio", "layer1": "first_layer_directions",
-              "together": "directions_together"}
-    best = {steps: {r["config"]: r for r in best_seed_rows(list(recs))} for steps, recs in sorted(records_by_length.items())}
+    fields = {
+        "val_nmse": "val_nmse",
+        "c1": "c1_ratio",
+        "layer1": "first_layer_directions",
+        "together": "directions_together",
+    }
+    best = {
+        steps: {r["config"]: r for r in best_seed_rows(list(recs))} for steps, recs in sorted(records_by_length.items())
+    }
     configs = list(dict.fromkeys(c for rows in best.values() for c in rows))
     return [
-        {"config": c, **{f"{short}_{steps}": rows[c][field] if c in rows else None
-                         for short, field in fields.items() for steps, rows in best.items()}}
+        {
+            "config": c,
+            **{
+                f"{short}_{steps}": rows[c][field] if c in rows else None
+                for short, field in fields.items()
+                for steps, rows in best.items()
+            },
+        }
         for c in configs
     ]
 
