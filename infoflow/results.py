@@ -336,12 +336,14 @@ def flatness_rows(
     reference: str,
     tail_limit: float = 0.05,
     ratio_limit: float = 0.8,
+    previous: Optional[Iterable[dict]] = None,
 ) -> list[dict]:
     """Were the longer runs trained until flat? :func:`length_rows` with two tests (our criteria,
     DEFAULT): **within** the run, the longer best seed's :func:`tail_improvement` is below
     ``tail_limit``; **across** lengths, the longer best seed keeps at least ``ratio_limit`` of the
     shorter one's error. Also each configuration's best error over the ``reference`` configuration's,
-    at either length (``vs_ref_short``, ``vs_ref_long``)."""
+    at either length (``vs_ref_short``, ``vs_ref_long``). With ``previous`` (the rows of the step before,
+    shorter lengths) each row also carries that step's ``exponent`` as ``exponent_before``."""
     long = list(long)
     best_long = best_seeds(long)
     rows = length_rows(short, long)
@@ -354,6 +356,10 @@ def flatness_rows(
         row["flat_across"] = row["best_ratio"] >= ratio_limit
         row["vs_ref_short"] = row["best_short"] / ref["best_short"]
         row["vs_ref_long"] = row["best_long"] / ref["best_long"]
+    if previous is not None:
+        before = {r["config"]: r["exponent"] for r in previous}
+        for row in rows:
+            row["exponent_before"] = before[row["config"]]
     return rows
 
 

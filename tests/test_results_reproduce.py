@@ -246,6 +246,10 @@ def test_flatness_rows_apply_both_tests_and_compare_with_the_reference():
     assert rows["(5,6)"]["vs_ref_short"] == pytest.approx(0.5) and rows["(5,6)"]["vs_ref_long"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="reference: '\\(7,7\\)' is not among"):
         flatness_rows(short, long, reference="(7,7)")
+    previous = [{"config": "(6,6)", "exponent": -1.5}, {"config": "(5,6)", "exponent": -2.0}]
+    chained = {r["config"]: r for r in flatness_rows(short, long, reference="(6,6)", previous=previous)}
+    assert chained["(6,6)"]["exponent_before"] == -1.5 and chained["(5,6)"]["exponent_before"] == -2.0
+    assert chained["(5,6)"]["exponent"] == rows["(5,6)"]["exponent"]
 
 
 def test_best_seed_curves_keep_the_best_seed_and_its_running_minimum():
