@@ -96,10 +96,17 @@ TABLE_12 = {
 }
 
 
+def head_counts(label: str) -> tuple[int, int]:
+    """The head counts (h1, h2) a run label starts with: '(5,6)' → (5, 6), '(2,2) lr 3e-3' → (2, 2),
+    '(4,4),E=24' → (4, 4)."""
+    h1, h2 = label.split(")", 1)[0].lstrip("(").split(",")
+    return int(h1), int(h2)
+
+
 def config_kind(label: str) -> str:
     """'(3,3)' → '(D,D)', '(2,3)' → '(D-1,D)', '(3,2)' → '(D,D-1)' for Table 11 labels (words after the
     head counts, such as a lever's name, are ignored)."""
-    h1, h2 = (int(v) for v in label.split(" ", 1)[0].strip("()").split(","))
+    h1, h2 = head_counts(label)
     return "(D,D)" if h1 == h2 else ("(D-1,D)" if h1 < h2 else "(D,D-1)")
 
 

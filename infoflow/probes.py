@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .paper import head_counts
+
 __all__ = [
     "recovery_errors",
     "probe_table",
@@ -123,7 +125,7 @@ def probe_rows(records: list) -> list:
 
 def first_layer_heads(label: str) -> int:
     """h1 of a probes configuration labelled "(h1,h2)"."""
-    return int(label.strip("()").split(",")[0])
+    return head_counts(label)[0]
 
 
 def probe_summary(rows: list, D: int) -> dict:

@@ -424,6 +424,14 @@ def test_first_layer_heads_reads_h1_of_a_probes_label():
     assert first_layer_heads("(5,6)") == 5 and first_layer_heads("(7,7)") == 7
 
 
+def test_head_counts_read_every_label_shape_the_experiments_write():
+    from infoflow.paper import config_kind, head_counts
+
+    assert head_counts("(5,6)") == (5, 6) and head_counts("(12,10) lr 3e-3") == (12, 10)
+    assert head_counts("(4,4),E=24 ffn 512") == (4, 4)
+    assert [config_kind(x) for x in ("(3,3) wide", "(2,3)", "(3,2),E=8")] == ["(D,D)", "(D-1,D)", "(D,D-1)"]
+
+
 def test_variance_share_is_the_variance_over_the_mean_square():
     from infoflow.order import variance_share
     from infoflow.targets import make_target
