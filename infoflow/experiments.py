@@ -778,12 +778,15 @@ class ProbesPaperShapes72k(ProbesPaperShapes):
     """App. C.1-C.2 at the paper's shapes trained 72k steps of batch 128 (cosine to 0): 9.2M samples,
     3x the 24k runs again. Does the error stop falling, and do the first-layer heads keep taking up
     single directions? Our question and length (DEFAULT; about 2 h of one CPU core per
-    configuration, its three seeds trained as one ensemble). The cpu profile trains the pair that
-    decides h1 < D, (6,6) and (5,6) (the same second layer), one per core in one session."""
+    configuration, its three seeds trained as one ensemble). The cpu profile trains the four
+    configurations with h1 <= D, two pairs that decide h1 < D with the second layer held fixed:
+    (6,6) and (5,6), then (6,5) and (5,5), a pair per session (one configuration per core)."""
 
     name: ClassVar[str] = "probes-paper-shapes-72k"
     description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 72k steps: does the error stop falling?"
-    profiles: ClassVar[dict] = _probes_paper_shapes_for(steps=72000, eval_every=2400, configs=[(6, 6), (5, 6)])
+    profiles: ClassVar[dict] = _probes_paper_shapes_for(
+        steps=72000, eval_every=2400, configs=[(6, 6), (5, 6), (6, 5), (5, 5)]
+    )
 
 
 class SpecificPosition(Experiment):
