@@ -15,6 +15,7 @@ import numpy as np
 from .store import ResultsStore
 
 __all__ = [
+    "pair_comparison",
     "load_records",
     "aggregate",
     "format_rows",
@@ -361,6 +362,22 @@ def flatness_rows(
         for row in rows:
             row["exponent_before"] = before[row["config"]]
     return rows
+
+
+def pair_comparison(rows: Iterable[dict], seeds: Mapping[str, Sequence[float]], first: str, second: str) -> dict:
+    """``first`` against ``second`` (e.g. h1 < D against h1 = D with the second layer fixed), from
+    :func:`flatness_rows` and the longer runs' per-seed best errors (:func:`seed_values`): the ratio of
+    the best seeds' errors at the longer (``best_long``) and shorter (``best_short``) length, the ratio
+    of the seeds' means (``mean``), and whether the two seeds' ranges overlap (``overlap``)."""
+    by_config = {r["config"]: r for r in rows}
+    a, b = by_config[first], by_config[second]
+    sa, sb = seeds[first], seeds[second]
+    return {
+        "best_long": a["best_long"] / b["best_long"],
+        "best_short": a["best_short"] / b["best_short"],
+        "mean": float(np.mean(sa) / np.mean(sb)),
+        "overlap": max(sa) > min(sb) and max(sb) > min(sa),
+    }
 
 
 def rows_by_length(records_by_length: Mapping[int, Iterable[dict]]) -> list[dict]:

@@ -252,6 +252,19 @@ def test_flatness_rows_apply_both_tests_and_compare_with_the_reference():
     assert chained["(5,6)"]["exponent"] == rows["(5,6)"]["exponent"]
 
 
+def test_pair_comparison_gives_best_seed_and_mean_ratios_and_seed_overlap():
+    from infoflow.results import pair_comparison
+
+    rows = [
+        {"config": "(5,6)", "best_long": 3.0, "best_short": 4.0},
+        {"config": "(6,6)", "best_long": 2.0, "best_short": 8.0},
+    ]
+    near = pair_comparison(rows, {"(5,6)": [3.0, 5.0], "(6,6)": [2.0, 4.0]}, "(5,6)", "(6,6)")
+    assert near == {"best_long": 1.5, "best_short": 0.5, "mean": pytest.approx(4 / 3), "overlap": True}
+    apart = pair_comparison(rows, {"(5,6)": [3.0, 5.0], "(6,6)": [1.0, 2.0]}, "(5,6)", "(6,6)")
+    assert apart["overlap"] is False and apart["mean"] == pytest.approx(8 / 3)
+
+
 def test_best_seed_curves_keep_the_best_seed_and_its_running_minimum():
     from infoflow.results import best_seed_curves
 
