@@ -24,6 +24,8 @@ __all__ = [
     "head_alignment",
     "direction_alignment",
     "directions_covered",
+    "head_rows",
+    "head_classes",
 ]
 
 
@@ -157,3 +159,57 @@ def directions_covered(alignment, level: float = 0.5) -> list:
     (heads x D, as :func:`direction_alignment` gives per member; a nested list from a record works)."""
     alignment = np.asarray(alignment, dtype=float)
     return [i for i in range(alignment.shape[1]) if (alignment[:, i] >= level).any()]
+
+
+def head_rows(records) -> list:
+    """One row per first-layer head of each run: its C.1 ratio (trained/initialized argmax recovery
+    error) beside how often it looks up one direction's argmax token (its best direction alignment,
+    :func:`direction_alignment`). The paper reports the ratio per head (Tables 1-3); this puts the two
+    probes of one head side by side. Records need the direction measurements (``probes-paper-shapes``)."""
+    rows = []
+    for r in records:
+        m = r["measurements"]
+        ratio = np.array(m["recovery_argmax_trained"]) / np.array(m["recovery_argmax_init"])
+        alignment = np.asarray(m["directions_first_trained"], dtype=float)  # (h1, D)
+        for head, (value, aligned) in enumerate(zip(ratio, alignment)):
+            rows.append(
+                {
+                    "config": r["config"]["label"],
+                    "seed": r["config"]["seed"],
+                    "steps": r["config"]["train"]["steps"],
+                    "head": head,
+                    "c1_ratio": float(value),
+                    "alignment": float(aligned.max()),
+                    "direction": int(aligned.argmax()),
+                }
+            )
+    return rows
+
+
+def head_classes(rows: list, low: float = 0.4, high: float = 0.9, level: float = 0.5) -> dict:
+    """Sort heads (rows of :func:`head_rows`) by their C.1 ratio: ``low`` (below ``low``: the token is
+    read back far better than at initialization), ``high`` (at least ``high``: no better than at
+    initialization), ``mid`` between. Returns the share of each class, the correlation of ratio and
+    alignment over all heads, the median ratio of the low heads, the mean alignment of the low and of
+    the high heads (NaN for an empty class), and the ``exceptions``: heads with a high ratio that still
+    look up one direction at least ``level`` of the time, as (config, seed, head)."""
+    if not rows:
+        raise ValueError("head_classes needs at least one head row")
+    ratio = np.array([r["c1_ratio"] for r in rows])
+    aligned = np.array([r["alignment"] for r in rows])
+    is_low, is_high = ratio < low, ratio >= high
+
+    def stat(fn, values, mask):
+        return float(fn(values[mask])) if mask.any() else float("nan")
+
+    return {
+        "heads": len(rows),
+        "low": float(is_low.mean()),
+        "mid": float((~is_low & ~is_high).mean()),
+        "high": float(is_high.mean()),
+        "correlation": float(np.corrcoef(ratio, aligned)[0, 1]) if len(rows) > 1 else float("nan"),
+        "low_median": stat(np.median, ratio, is_low),
+        "low_alignment": stat(np.mean, aligned, is_low),
+        "high_alignment": stat(np.mean, aligned, is_high),
+        "exceptions": [(r["config"], r["seed"], r["head"]) for r, e in zip(rows, is_high & (aligned >= level)) if e],
+    }

@@ -476,6 +476,39 @@ def test_directions_covered_reads_an_alignment_matrix():
     assert directions_covered(alignment) == [0, 2] and directions_covered(alignment, level=0.3) == [0, 1, 2]
 
 
+def test_head_rows_put_each_heads_c1_ratio_beside_its_alignment_and_head_classes_sort_them():
+    import math
+
+    from infoflow.probes import head_classes, head_rows
+
+    def rec(seed, trained, alignment):
+        m = {"recovery_argmax_init": [0.4] * len(trained), "recovery_argmax_trained": trained}
+        m["directions_first_trained"] = alignment  # heads x directions
+        return {"config": {"label": "(3,2)", "seed": seed, "train": {"steps": 100}}, "measurements": m}
+
+    records = [
+        rec(0, [0.04, 0.44, 0.2], [[0.9, 0.1], [0.2, 0.3], [0.1, 0.6]]),  # low, high, mid
+        rec(1, [0.4, 0.08, 0.6], [[0.7, 0.2], [0.1, 0.55], [0.3, 0.1]]),  # high (aligned), low, high
+    ]
+    rows = head_rows(records)
+    assert [(r["seed"], r["head"], r["direction"]) for r in rows] == [(0, 0, 0), (0, 1, 1), (0, 2, 1)] + [
+        (1, 0, 0),
+        (1, 1, 1),
+        (1, 2, 0),
+    ]
+    assert rows[0]["c1_ratio"] == pytest.approx(0.1) and rows[0]["alignment"] == 0.9 and rows[0]["steps"] == 100
+    classes = head_classes(rows)
+    assert (classes["heads"], classes["low"], classes["mid"], classes["high"]) == (6, 2 / 6, 1 / 6, 3 / 6)
+    assert classes["low_median"] == pytest.approx(0.15) and classes["low_alignment"] == pytest.approx(0.725)
+    assert classes["high_alignment"] == pytest.approx((0.3 + 0.7 + 0.3) / 3)
+    assert classes["exceptions"] == [("(3,2)", 1, 0)]  # high ratio, yet looks up direction 0 70% of the time
+    assert classes["correlation"] < 0
+    only_high = head_classes([r for r in rows if r["c1_ratio"] >= 0.9])
+    assert math.isnan(only_high["low_median"]) and only_high["low"] == 0
+    with pytest.raises(ValueError, match="at least one head"):
+        head_classes([])
+
+
 def test_best_seed_rows_keep_the_best_seed_of_each_configuration():
     from infoflow.results import best_seed_rows
 
