@@ -742,13 +742,10 @@ class ProbesPaperShapes(Probes):
     }
 
 
-def _probes_paper_shapes_for(steps: int, eval_every: int, configs: list | None = None) -> dict:
+def _probes_paper_shapes_for(steps: int, eval_every: int) -> dict:
     """Profiles of ``probes-paper-shapes`` trained longer on the CPU: the same runs (batch 128, 2048
-    validation samples) with ``steps`` and ``eval_every`` changed, and only ``configs`` if given;
-    paper and quick unchanged."""
+    validation samples) with ``steps`` and ``eval_every`` changed; paper and quick unchanged."""
     cpu = {"train": {"steps": steps, "batch": 128, "n_val": 2048, "eval_every": eval_every}}
-    if configs is not None:
-        cpu["configs"] = configs
     return {"paper": {}, "cpu": cpu, "quick": ProbesPaperShapes.profiles["quick"]}
 
 
@@ -777,16 +774,14 @@ class ProbesPaperShapes24k(ProbesPaperShapes):
 class ProbesPaperShapes72k(ProbesPaperShapes):
     """App. C.1-C.2 at the paper's shapes trained 72k steps of batch 128 (cosine to 0): 9.2M samples,
     3x the 24k runs again. Does the error stop falling, and do the first-layer heads keep taking up
-    single directions? Our question and length (DEFAULT; about 2 h of one CPU core per
-    configuration, its three seeds trained as one ensemble). The cpu profile trains the four
-    configurations with h1 <= D, two pairs that decide h1 < D with the second layer held fixed:
-    (6,6) and (5,6), then (6,5) and (5,5), a pair per session (one configuration per core)."""
+    single directions? Our question and length (DEFAULT; about 2-2.5 h of one CPU core per
+    configuration, its three seeds trained as one ensemble; the six were trained a pair per session,
+    one configuration per core: (6,6) and (5,6), (6,5) and (5,5), then (7,6) and (7,7), with
+    ``--set configs=[[h1,h2]]``)."""
 
     name: ClassVar[str] = "probes-paper-shapes-72k"
     description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 72k steps: does the error stop falling?"
-    profiles: ClassVar[dict] = _probes_paper_shapes_for(
-        steps=72000, eval_every=2400, configs=[(6, 6), (5, 6), (6, 5), (5, 5)]
-    )
+    profiles: ClassVar[dict] = _probes_paper_shapes_for(steps=72000, eval_every=2400)
 
 
 class SpecificPosition(Experiment):

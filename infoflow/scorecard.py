@@ -167,7 +167,12 @@ def _probe_summary(root):
     # first; else the small probes
     shapes = [
         e
-        for e in ("probes-paper-shapes-24k", "probes-paper-shapes-long", "probes-paper-shapes")
+        for e in (
+            "probes-paper-shapes-72k",
+            "probes-paper-shapes-24k",
+            "probes-paper-shapes-long",
+            "probes-paper-shapes",
+        )
         if best_profile(e, root) in ("cpu", "paper")
     ]
     found = _evidence(shapes[0] if shapes else "probes", root)

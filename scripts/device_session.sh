@@ -34,10 +34,6 @@
 # the D = 5, 6 records data/ lacks (all that intrinsic-dimension's paper sweep still has to train) and,
 # beside them, D = 2 trained 3x longer at T = 64 (is 20k steps short of convergence?; resumes if cut):
 #   BENCH_LIMIT=0 TIMING='--steps 500 1500' TOTAL=540 SWEEPS=$'intrinsic-dimension 2\nintrinsic-dimension-long 1' bash scripts/device_session.sh
-# App. C.1 at the paper's shapes trained 72k steps (#18): the two configurations the CPU has not trained
-# (the run hashes hold no device, so these records join data/probes-paper-shapes-72k/cpu; add the two to
-# that experiment's cpu profile for the chapter to show them):
-#   BENCH_LIMIT=0 GRAPH=off PROFILE=cpu TOTAL=540 SWEEPS='probes-paper-shapes-72k 2 --set configs=[[7,6],[7,7]]' bash scripts/device_session.sh
 set -u
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-paper}
