@@ -102,6 +102,16 @@ def probe_table(initial: torch.Tensor, trained: torch.Tensor) -> dict:
     return {"initialized": initial.tolist(), "trained": trained.tolist(), "ratio": (trained / initial).tolist()}
 
 
+def recovery_ratios(measurements: dict, kind: str = "argmax") -> np.ndarray:
+    """Per first-layer head, trained / initialized recovery error of a run's probe measurements:
+    ``kind`` "argmax" is App. C.1's ratio, "second" App. C.2's (Tables 1-10 report it per head)."""
+    if kind not in ("argmax", "second"):
+        raise ValueError(f"kind must be 'argmax' or 'second', got {kind!r}")
+    return np.asarray(measurements[f"recovery_{kind}_trained"], dtype=float) / np.asarray(
+        measurements[f"recovery_{kind}_init"], dtype=float
+    )
+
+
 def probe_rows(records: list) -> list:
     """One row per (run, probe kind) from run records with probe measurements: config label, seed,
     probe ("argmax" / "second"), per-head initialized / trained errors and their ratio, val NMSE."""
@@ -109,16 +119,14 @@ def probe_rows(records: list) -> list:
     for r in records:
         m = r["measurements"]
         for kind in ("argmax", "second"):
-            init = np.array(m[f"recovery_{kind}_init"])
-            trained = np.array(m[f"recovery_{kind}_trained"])
             rows.append(
                 {
                     "config": r["config"]["label"],
                     "seed": r["config"]["seed"],
                     "probe": kind,
-                    "init": init,
-                    "trained": trained,
-                    "ratio": trained / init,
+                    "init": np.array(m[f"recovery_{kind}_init"]),
+                    "trained": np.array(m[f"recovery_{kind}_trained"]),
+                    "ratio": recovery_ratios(m, kind),
                     "val_nmse": r["metrics"]["best_val_nmse"],
                 }
             )
@@ -169,7 +177,7 @@ def head_rows(records) -> list:
     rows = []
     for r in records:
         m = r["measurements"]
-        ratio = np.array(m["recovery_argmax_trained"]) / np.array(m["recovery_argmax_init"])
+        ratio = recovery_ratios(m, "argmax")
         alignment = np.asarray(m["directions_first_trained"], dtype=float)  # (h1, D)
         for head, (value, aligned) in enumerate(zip(ratio, alignment)):
             rows.append(

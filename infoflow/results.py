@@ -277,7 +277,7 @@ def best_seed_rows(records: list, level: float = 0.5) -> list:
     second-largest (C.2) positions, and how many directions the first layer's heads and the last layer's
     CLS heads retrieve (:func:`~infoflow.probes.directions_covered`), apart and together. Records need the direction
     measurements (``probes-paper-shapes``)."""
-    from .probes import directions_covered
+    from .probes import directions_covered, recovery_ratios
 
     rows = []
     for config, r in best_seeds(records).items():
@@ -290,8 +290,8 @@ def best_seed_rows(records: list, level: float = 0.5) -> list:
                 "seed": r["config"]["seed"],
                 "val_nmse": r["metrics"]["best_val_nmse"],
                 "tail_improvement": tail_improvement(r),
-                "c1_ratio": float(np.mean(np.array(m["recovery_argmax_trained"]) / m["recovery_argmax_init"])),
-                "c2_ratio": float(np.mean(np.array(m["recovery_second_trained"]) / m["recovery_second_init"])),
+                "c1_ratio": float(recovery_ratios(m, "argmax").mean()),
+                "c2_ratio": float(recovery_ratios(m, "second").mean()),
                 "first_layer_directions": len(first),
                 "cls_directions": len(last),
                 "directions_together": len(set(first) | set(last)),

@@ -476,6 +476,17 @@ def test_directions_covered_reads_an_alignment_matrix():
     assert directions_covered(alignment) == [0, 2] and directions_covered(alignment, level=0.3) == [0, 1, 2]
 
 
+def test_recovery_ratios_are_trained_over_initialized_per_head_for_either_probe():
+    from infoflow.probes import recovery_ratios
+
+    m = {"recovery_argmax_init": [0.4, 0.5], "recovery_argmax_trained": [0.1, 0.5]}
+    m |= {"recovery_second_init": [2.0, 1.0], "recovery_second_trained": [1.0, 3.0]}
+    assert recovery_ratios(m).tolist() == pytest.approx([0.25, 1.0])
+    assert recovery_ratios(m, "second").tolist() == pytest.approx([0.5, 3.0])
+    with pytest.raises(ValueError, match="kind must be 'argmax' or 'second'"):
+        recovery_ratios(m, "third")
+
+
 def test_head_rows_put_each_heads_c1_ratio_beside_its_alignment_and_head_classes_sort_them():
     import math
 
