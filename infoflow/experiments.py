@@ -784,6 +784,24 @@ class ProbesPaperShapes72k(ProbesPaperShapes):
     profiles: ClassVar[dict] = _probes_paper_shapes_for(steps=72000, eval_every=2400)
 
 
+class ProbesPaperShapes216k(ProbesPaperShapes):
+    """App. C.1-C.2 at the paper's shapes trained 216k steps of batch 128 (cosine to 0): 27.6M samples,
+    3x the 72k runs again, for the pair that holds the second layer at D heads, (6,6) and (5,6). Does a
+    gap open between h1 = D and h1 < D as training goes on, and does either curve flatten? Our question
+    and length (DEFAULT; about 7 h of one CPU core per configuration, its three seeds one ensemble,
+    trained across sessions: it resumes from its checkpoint, saved at evaluations about once a minute)."""
+
+    name: ClassVar[str] = "probes-paper-shapes-216k"
+    description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 216k steps, (6,6) and (5,6): does a gap open?"
+    profiles: ClassVar[dict] = {
+        **_probes_paper_shapes_for(steps=216000, eval_every=3600),
+        "cpu": {
+            "configs": [(6, 6), (5, 6)],
+            "train": {"steps": 216000, "batch": 128, "n_val": 2048, "eval_every": 3600},
+        },
+    }
+
+
 class SpecificPosition(Experiment):
     name: ClassVar[str] = "specific-position"
     description: ClassVar[str] = (
@@ -913,6 +931,7 @@ for _cls in (
     ProbesPaperShapesLong,
     ProbesPaperShapes24k,
     ProbesPaperShapes72k,
+    ProbesPaperShapes216k,
     SpecificPosition,
     IntrinsicDimension,
     IntrinsicDimensionDeep,
