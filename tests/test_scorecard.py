@@ -77,6 +77,32 @@ def test_direction_without_size_is_partly(tmp_path):
     assert claim("table11", tmp_path).verdict == "not reproduced"
 
 
+@pytest.mark.parametrize(
+    "second, verdict",
+    [(1.0, "reproduced"), (1.15, "partly"), (0.8, "not reproduced")],  # near 1 / got worse / improved
+)
+def test_second_largest_recovery_that_got_worse_still_did_not_improve(tmp_path, second, verdict):
+    """App. C.2 claims no improvement: a ratio above 1.1 misses the size ("close to 1") only."""
+    store = ResultsStore(tmp_path / "probes" / "quick")
+    for cfg in make_experiment("probes", "quick").runs():
+        heads = cfg["model"]["heads"][0]
+        m = {f"recovery_{kind}_init": [0.4] * heads for kind in ("argmax", "second")}
+        m |= {"recovery_argmax_trained": [0.1] * heads, "recovery_second_trained": [0.4 * second] * heads}
+        store.write(
+            {
+                "config": cfg,
+                "config_hash": config_hash(cfg),
+                "status": "done",
+                "metrics": {"best_val_nmse": 0.01, "final_train_nmse": 0.01, "steps": 10},
+                "provenance": provenance(seed=cfg["seed"]),
+                "curve": [[10, 0.01]],
+                "measurements": m,
+            }
+        )
+    row = claim("app_c2", tmp_path)
+    assert row.verdict == verdict and f"{second:.3g}" in row.ours and "probes: quick profile" in row.evidence
+
+
 def test_unknown_claim_is_named():
     with pytest.raises(ValueError, match="claim must be one of"):
         claim("thm9")
