@@ -23,6 +23,7 @@ __all__ = [
     "first_layer_heads",
     "head_alignment",
     "direction_alignment",
+    "end_rule_accuracy",
     "directions_covered",
     "head_rows",
     "head_classes",
@@ -47,22 +48,63 @@ def head_alignment(model, A: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     return hits.double().mean(dim=(1, 4))
 
 
+def _ends(X: torch.Tensor, a: torch.Tensor, end: str) -> torch.Tensor:
+    """The token at one end of each direction: (M, B, T, d), (D, d) → (M, B, D), 0-based."""
+    if end not in ("max", "min"):
+        raise ValueError(f"end must be 'max' or 'min', got {end!r}")
+    proj = torch.einsum("mbtd,id->mbit", X, a.to(X.dtype))
+    return proj.argmax(-1) if end == "max" else proj.argmin(-1)
+
+
+def _looked_up(att: torch.Tensor) -> torch.Tensor:
+    """Each query's most-attended key as a token index (CLS → -1): (M, B, h, Q, S) → (M, B, h, Q)."""
+    return att.argmax(-1) - 1
+
+
 @torch.no_grad()
-def direction_alignment(model, a: torch.Tensor, X: torch.Tensor) -> tuple:
+def direction_alignment(model, a: torch.Tensor, X: torch.Tensor, end: str = "max") -> tuple:
     """Which direction of generalized D-retrieval each head retrieves ("spread then read", the engine's
     construction for h1 < D): for head j and direction a_i, the fraction of queries whose most-attended
-    key is argmax_t a_iᵀx_t. Layer 1 over the token queries, the last layer over the CLS query.
-    X (M, B, T, d), a (D, d) → (layer 1 (M, h1, D), last layer (M, h_L, D)). Chance is about 1/(T+1)."""
+    key is argmax_t a_iᵀx_t (``end="min"``: argmin_t). Layer 1 over the token queries, the last layer
+    over the CLS query. X (M, B, T, d), a (D, d) → (layer 1 (M, h1, D), last layer (M, h_L, D)).
+    Chance is about 1/(T+1). A first-layer head whose score is bilinear in query and key, with no
+    query-independent part, looks up the argmax for queries on one side of a hyperplane and the argmin
+    for the rest (:func:`end_rule_accuracy`): its argmax alignment stays near 0.5, its two ends sum to 1."""
     _, records = model(X, record=True)
-    best = torch.einsum("mbtd,id->mbit", X, a.to(X.dtype)).argmax(-1)  # (M, B, D): argmax token (0-based)
+    best = _ends(X, a, end)  # (M, B, D)
 
     def hits(att):  # att (M, B, h, Q, S): fraction of queries whose argmax key is the token best_i
-        looked_up = att.argmax(-1) - 1  # (M, B, h, Q): token index, CLS → -1
-        return (looked_up[:, :, :, None, :] == best[:, :, None, :, None]).double().mean(dim=(1, 4))
+        return (_looked_up(att)[:, :, :, None, :] == best[:, :, None, :, None]).double().mean(dim=(1, 4))
 
     first = hits(records[0]["attention"][:, :, :, 1:, :])
     last = hits(records[-1]["attention"][:, :, :, :1, :])
     return first, last
+
+
+@torch.no_grad()
+def end_rule_accuracy(model, a: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """For each first-layer head, which end of its direction a query looks up: over the token queries
+    that look up the argmax or the argmin token of the head's best direction (by both ends together),
+    the accuracy of the best affine rule in the query token x_t (least squares on ±1) that tells the
+    two apart. 1.0: the end is set by the side of a hyperplane the query lies on, as for a score
+    (uᵀx_t)(a_iᵀx_s); NaN for a head that looks up no end. X (M, B, T, d), a (D, d) → (M, h1)."""
+    _, records = model(X, record=True)
+    looked = _looked_up(records[0]["attention"][:, :, :, 1:, :])  # (M, B, h, T)
+    top, bottom = (_ends(X, a, end)[:, :, None, :, None] == looked[:, :, :, None, :] for end in ("max", "min"))
+    best = (top | bottom).double().mean(dim=(1, 4)).argmax(-1)  # (M, h): the head's direction
+    M, _, h, _ = looked.shape
+    out = torch.full((M, h), float("nan"), dtype=torch.float64)
+    for m in range(M):
+        for i in range(h):
+            hi, lo = top[m, :, i, best[m, i]], bottom[m, :, i, best[m, i]]  # (B, T)
+            sel = hi | lo
+            if sel.sum() < 2:
+                continue
+            feats = torch.cat([X[m][sel], torch.ones(int(sel.sum()), 1, dtype=X.dtype)], dim=1).double()
+            y = hi[sel].double() * 2 - 1
+            w = torch.linalg.lstsq(feats, y[:, None]).solution[:, 0]
+            out[m, i] = ((feats @ w).sign() == y).double().mean()
+    return out
 
 
 @torch.no_grad()

@@ -469,6 +469,41 @@ def test_direction_alignment_finds_which_direction_each_head_retrieves():
     assert first[0, 0, 1] == (best[:, 0] == best[:, 1]).double().mean() < 1
 
 
+def test_a_bilinear_head_looks_up_both_ends_of_its_direction_by_the_side_of_a_hyperplane():
+    from infoflow.probes import direction_alignment, end_rule_accuracy
+
+    torch.manual_seed(2)
+    X = torch.randn(1, 256, 8, 3)
+    a, u = torch.randn(2, 3), torch.randn(3)
+    proj = torch.einsum("mbtd,id->mbit", X, a)[0]  # (B, D, T)
+    top, bottom = proj.argmax(-1), proj.argmin(-1)  # (B, D)
+    side = X[0] @ u > 0  # (B, T): which side of u's hyperplane each query lies on
+    coin = torch.rand(side.shape) > 0.5  # an end chosen by no rule in the query
+
+    class OneLayer:
+        """Head 0 scores (uᵀx_t)(a_1ᵀx_s): direction 1's argmax for queries with uᵀx_t > 0, its argmin
+        for the rest; head 1 always looks up direction 2's argmax (a query-independent score); head 2
+        looks up one end of direction 1 or the other at random."""
+
+        def __call__(self, X, record=False):
+            M, B, T, _ = X.shape
+            att = torch.zeros(M, B, 3, T + 1, T + 1)
+            for head, choice in ((0, side), (2, coin)):
+                key = torch.where(choice, top[:, :1], bottom[:, :1])  # (B, T)
+                att[0, :, head, 1:] = torch.nn.functional.one_hot(key + 1, T + 1).float()
+            att[0, :, 1, 1:] = torch.nn.functional.one_hot(top[:, 1] + 1, T + 1).float()[:, None, :]
+            return None, [{"attention": att}]
+
+    (high, _), (low, _) = (direction_alignment(OneLayer(), a, X, end=e) for e in ("max", "min"))
+    assert high[0, 0, 0] == side.double().mean() and low[0, 0, 0] == 1 - side.double().mean()
+    assert high[0, 1, 1] == 1.0 and abs(float(high[0, 0, 0]) - 0.5) < 0.1  # a bilinear head sits near 0.5
+    rule = end_rule_accuracy(OneLayer(), a, X)
+    # least squares on the signs separates the hyperplane's two sides almost exactly, a coin not at all
+    assert rule.shape == (1, 3) and rule[0, 0] > 0.97 and rule[0, 1] == 1.0 and rule[0, 2] < 0.7
+    with pytest.raises(ValueError, match="end must be 'max' or 'min'"):
+        direction_alignment(OneLayer(), a, X, end="middle")
+
+
 def test_directions_covered_reads_an_alignment_matrix():
     from infoflow.probes import directions_covered
 
