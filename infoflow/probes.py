@@ -25,6 +25,7 @@ __all__ = [
     "direction_alignment",
     "end_rule_accuracy",
     "directions_covered",
+    "end_rows",
     "head_rows",
     "head_classes",
 ]
@@ -204,11 +205,47 @@ def probe_summary(rows: list, D: int) -> dict:
     }
 
 
-def directions_covered(alignment, level: float = 0.5) -> list:
+def directions_covered(alignment, level: float = 0.5, other_end=None) -> list:
     """The directions some head retrieves at least ``level`` of the time, from one member's alignment
-    (heads x D, as :func:`direction_alignment` gives per member; a nested list from a record works)."""
+    (heads x D, as :func:`direction_alignment` gives per member; a nested list from a record works).
+    With ``other_end`` (the same member's argmin alignment), a head counts when it looks up either end."""
     alignment = np.asarray(alignment, dtype=float)
+    if other_end is not None:
+        alignment = alignment + np.asarray(other_end, dtype=float)
     return [i for i in range(alignment.shape[1]) if (alignment[:, i] >= level).any()]
+
+
+def end_rows(records) -> list:
+    """One row per first-layer head of each run that has the two-ended measurements (records of the
+    ``probes-paper-shapes`` experiments from the version that added them; others are skipped): its C.1
+    ratio, its direction (the one whose argmax or argmin it looks up most), how often it looks up that
+    direction's argmax token (``top``), its argmin token (``bottom``), the two together (``ends``), and
+    the accuracy of the affine rule in the query that tells which (:func:`end_rule_accuracy`; None for
+    a head that looks up no end)."""
+    rows = []
+    for r in records:
+        m = r["measurements"]
+        if "directions_first_min_trained" not in m:
+            continue
+        top = np.asarray(m["directions_first_trained"], dtype=float)  # (h1, D)
+        bottom = np.asarray(m["directions_first_min_trained"], dtype=float)
+        ratio = recovery_ratios(m, "argmax")
+        for head, direction in enumerate((top + bottom).argmax(1)):
+            rows.append(
+                {
+                    "config": r["config"]["label"],
+                    "seed": r["config"]["seed"],
+                    "steps": r["config"]["train"]["steps"],
+                    "head": head,
+                    "c1_ratio": float(ratio[head]),
+                    "direction": int(direction),
+                    "top": float(top[head, direction]),
+                    "bottom": float(bottom[head, direction]),
+                    "ends": float(top[head, direction] + bottom[head, direction]),
+                    "rule": m["end_rule_first_trained"][head],
+                }
+            )
+    return rows
 
 
 def head_rows(records) -> list:

@@ -167,15 +167,16 @@ _CODE_SHA256 = code_sha256()
 
 def provenance(device: str = "cpu", **extra) -> dict:
     """Package version, git commit at import (and whether the tracked files differed from it), the
-    hash of the package source imported (:func:`code_sha256`), torch version, device name, Python
+    hash of the package source imported (:func:`code_sha256`), torch version, device name, torch's CPU
+    threads (on a CPU, another thread count sums in another order, so the same run drifts apart), Python
     version, date."""
     try:
         import torch
 
-        torch_version = torch.__version__
+        torch_version, threads = torch.__version__, torch.get_num_threads()
         device_name = torch.cuda.get_device_name(0) if str(device).startswith("cuda") else platform.processor() or "cpu"
     except ImportError:  # pragma: no cover - the engine alone has no torch
-        torch_version, device_name = None, "cpu"
+        torch_version, threads, device_name = None, None, "cpu"
     return {
         "package": "infoflow",
         "version": __version__,
@@ -185,6 +186,7 @@ def provenance(device: str = "cpu", **extra) -> dict:
         "torch": torch_version,
         "device": str(device),
         "device_name": device_name,
+        "threads": threads,
         "python": platform.python_version(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,

@@ -509,6 +509,25 @@ def test_directions_covered_reads_an_alignment_matrix():
 
     alignment = [[0.9, 0.1, 0.0], [0.2, 0.4, 0.0], [0.6, 0.0, 0.55]]  # heads x directions
     assert directions_covered(alignment) == [0, 2] and directions_covered(alignment, level=0.3) == [0, 1, 2]
+    argmin = [[0.0, 0.0, 0.0], [0.0, 0.45, 0.0], [0.0, 0.0, 0.0]]  # head 1 looks up direction 1's two ends
+    assert directions_covered(alignment, other_end=argmin) == [0, 1, 2]
+
+
+def test_end_rows_put_each_heads_two_ends_beside_its_c1_ratio():
+    from infoflow.probes import end_rows
+
+    m = {"recovery_argmax_init": [0.4, 0.4], "recovery_argmax_trained": [0.04, 0.4]}
+    m |= {
+        "directions_first_trained": [[0.1, 0.48], [0.3, 0.1]],
+        "directions_first_min_trained": [[0.0, 0.47], [0.0, 0.1]],
+    }
+    m["end_rule_first_trained"] = [0.998, None]
+    rec = {"config": {"label": "(2,2)", "seed": 3, "train": {"steps": 50}}, "measurements": m}
+    old = {"config": rec["config"], "measurements": {k: v for k, v in m.items() if "min" not in k}}
+    rows = end_rows([rec, old])  # a record without the argmin measurements is skipped
+    assert [(r["head"], r["direction"]) for r in rows] == [(0, 1), (1, 0)]
+    assert rows[0]["ends"] == pytest.approx(0.95) and rows[0]["top"] == 0.48 and rows[0]["bottom"] == 0.47
+    assert rows[0]["c1_ratio"] == pytest.approx(0.1) and rows[0]["rule"] == 0.998 and rows[1]["rule"] is None
 
 
 def test_recovery_ratios_are_trained_over_initialized_per_head_for_either_probe():

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from infoflow import __version__
 from infoflow.experiments import EXPERIMENTS
@@ -79,6 +80,7 @@ def test_runner_skips_finished_and_reruns_corrupt(tmp_path):
     s1 = run_experiment("specific-position", "quick", tiny(), out=tmp_path, progress=False, log=lambda m: None)
     assert s1["trained"] == 2 and len(s1["records"]) == 2
     assert all(r["provenance"]["version"] == __version__ and r["provenance"]["torch"] for r in s1["records"])
+    assert all(r["provenance"]["threads"] == torch.get_num_threads() for r in s1["records"])
     s2 = run_experiment("specific-position", "quick", tiny(), out=tmp_path, progress=False, log=lambda m: None)
     assert s2["trained"] == 0 and s2["skipped"] == 2
     victim = sorted(tmp_path.glob("*.json"))[0]
