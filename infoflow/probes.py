@@ -26,6 +26,7 @@ __all__ = [
     "end_rule_accuracy",
     "directions_covered",
     "end_rows",
+    "end_summary",
     "head_rows",
     "head_classes",
 ]
@@ -246,6 +247,26 @@ def end_rows(records) -> list:
                 }
             )
     return rows
+
+
+def end_summary(rows: list, level: float = 0.5) -> dict:
+    """Heads (rows of :func:`end_rows`) that look up an end of one direction, either end, at least
+    ``level`` of the time (``two_ended``): how many of all, their mean argmax and argmin shares, the
+    lowest and the median accuracy of the rule telling the ends apart; and how many heads reach
+    ``level`` by the argmax end alone (the count :func:`directions_covered` makes without ``other_end``)."""
+    if not rows:
+        raise ValueError("end_summary needs at least one head row")
+    two = [r for r in rows if r["ends"] >= level]
+    rules = [r["rule"] for r in two if r["rule"] is not None]
+    return {
+        "heads": len(rows),
+        "two_ended": len(two),
+        "top": float(np.mean([r["top"] for r in two])) if two else float("nan"),
+        "bottom": float(np.mean([r["bottom"] for r in two])) if two else float("nan"),
+        "rule_min": float(min(rules)) if rules else float("nan"),
+        "rule_median": float(np.median(rules)) if rules else float("nan"),
+        "argmax_alone": sum(r["top"] >= level for r in rows),
+    }
 
 
 def head_rows(records) -> list:

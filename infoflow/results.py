@@ -275,8 +275,9 @@ def best_seed_rows(records: list, level: float = 0.5) -> list:
     best validation NMSE): the seed, its error, how much the last quarter of training still improved it
     (:func:`tail_improvement`), the mean trained/initialized recovery ratio at the argmax (C.1) and
     second-largest (C.2) positions, and how many directions the first layer's heads and the last layer's
-    CLS heads retrieve (:func:`~infoflow.probes.directions_covered`), apart and together. Records need the direction
-    measurements (``probes-paper-shapes``)."""
+    CLS heads retrieve (:func:`~infoflow.probes.directions_covered`), apart and together, and, where
+    the records have the argmin measurements, the first layer's directions counted by either end.
+    Records need the direction measurements (``probes-paper-shapes``)."""
     from .probes import directions_covered, recovery_ratios
 
     rows = []
@@ -284,20 +285,36 @@ def best_seed_rows(records: list, level: float = 0.5) -> list:
         m = r["measurements"]
         first = directions_covered(m["directions_first_trained"], level)
         last = directions_covered(m["directions_last_trained"], level)
-        rows.append(
-            {
-                "config": config,
-                "seed": r["config"]["seed"],
-                "val_nmse": r["metrics"]["best_val_nmse"],
-                "tail_improvement": tail_improvement(r),
-                "c1_ratio": float(recovery_ratios(m, "argmax").mean()),
-                "c2_ratio": float(recovery_ratios(m, "second").mean()),
-                "first_layer_directions": len(first),
-                "cls_directions": len(last),
-                "directions_together": len(set(first) | set(last)),
-            }
-        )
+        row = {
+            "config": config,
+            "seed": r["config"]["seed"],
+            "val_nmse": r["metrics"]["best_val_nmse"],
+            "tail_improvement": tail_improvement(r),
+            "c1_ratio": float(recovery_ratios(m, "argmax").mean()),
+            "c2_ratio": float(recovery_ratios(m, "second").mean()),
+            "first_layer_directions": len(first),
+            "cls_directions": len(last),
+            "directions_together": len(set(first) | set(last)),
+        }
+        if "directions_first_min_trained" in m:  # a head counts when it looks up either end
+            ends = directions_covered(m["directions_first_trained"], level, other_end=m["directions_first_min_trained"])
+            row["first_layer_directions_ends"] = len(ends)
+            row["directions_together_ends"] = len(set(ends) | set(last))
+        rows.append(row)
     return rows
+
+
+def rerun_ratios(first: Iterable[dict], again: Iterable[dict]) -> dict:
+    """The same runs (equal config hashes) trained twice: {(label, seed): best validation NMSE of the
+    second over the first}. Apart from 1 by how much a run's outcome moves when only the order of
+    floating-point sums changes (another thread count, another code version of the same arithmetic)."""
+    before = {r["config_hash"]: r for r in first if r["status"] == "done"}
+    return {
+        (r["config"]["label"], r["config"]["seed"]): r["metrics"]["best_val_nmse"]
+        / before[r["config_hash"]]["metrics"]["best_val_nmse"]
+        for r in again
+        if r["status"] == "done" and r["config_hash"] in before
+    }
 
 
 def length_rows(short: Iterable[dict], long: Iterable[dict]) -> list[dict]:

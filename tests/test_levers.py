@@ -514,7 +514,7 @@ def test_directions_covered_reads_an_alignment_matrix():
 
 
 def test_end_rows_put_each_heads_two_ends_beside_its_c1_ratio():
-    from infoflow.probes import end_rows
+    from infoflow.probes import end_rows, end_summary
 
     m = {"recovery_argmax_init": [0.4, 0.4], "recovery_argmax_trained": [0.04, 0.4]}
     m |= {
@@ -528,6 +528,12 @@ def test_end_rows_put_each_heads_two_ends_beside_its_c1_ratio():
     assert [(r["head"], r["direction"]) for r in rows] == [(0, 1), (1, 0)]
     assert rows[0]["ends"] == pytest.approx(0.95) and rows[0]["top"] == 0.48 and rows[0]["bottom"] == 0.47
     assert rows[0]["c1_ratio"] == pytest.approx(0.1) and rows[0]["rule"] == 0.998 and rows[1]["rule"] is None
+    summary = end_summary(rows)
+    assert (summary["heads"], summary["two_ended"], summary["argmax_alone"]) == (2, 1, 0)
+    assert summary["top"] == 0.48 and summary["bottom"] == 0.47 and summary["rule_min"] == 0.998
+    assert end_summary(rows, level=0.2)["two_ended"] == 2 and end_summary(rows, level=0.2)["rule_median"] == 0.998
+    with pytest.raises(ValueError, match="at least one head"):
+        end_summary([])
 
 
 def test_recovery_ratios_are_trained_over_initialized_per_head_for_either_probe():
@@ -607,3 +613,25 @@ def test_best_seed_rows_keep_the_best_seed_of_each_configuration():
     assert row["c1_ratio"] == pytest.approx(0.6) and row["c2_ratio"] == pytest.approx(1.0)
     assert (row["first_layer_directions"], row["cls_directions"], row["directions_together"]) == (0, 2, 2)
     assert row["tail_improvement"] == pytest.approx((0.5 - 0.002) / 0.5)
+    assert "first_layer_directions_ends" not in row  # no argmin measurements in these records
+    both = rec("(5,6)", 3, 0.001, [[0.1, 0.45]], [[0.6, 0.7]])
+    both["measurements"]["directions_first_min_trained"] = [[0.0, 0.4]]  # direction 1 by its two ends
+    (row,) = best_seed_rows([both])
+    assert row["first_layer_directions"] == 0 and row["first_layer_directions_ends"] == 1
+    assert row["directions_together"] == 2 and row["directions_together_ends"] == 2  # the CLS has direction 1 too
+
+
+def test_rerun_ratios_match_runs_by_config_hash():
+    from infoflow.results import rerun_ratios
+
+    def rec(h, seed, nmse, status="done"):
+        return {
+            "config": {"label": "(5,5)", "seed": seed},
+            "config_hash": h,
+            "status": status,
+            "metrics": {"best_val_nmse": nmse},
+        }
+
+    first = [rec("a", 0, 0.002), rec("b", 1, 0.004), rec("c", 2, None, "failed")]
+    again = [rec("a", 0, 0.003), rec("b", 1, 0.001), rec("c", 2, 0.5), rec("d", 3, 0.1)]
+    assert rerun_ratios(first, again) == {("(5,5)", 0): pytest.approx(1.5), ("(5,5)", 1): pytest.approx(0.25)}
