@@ -673,7 +673,9 @@ class Probes(Experiment):
     name: ClassVar[str] = "probes"
     description: ClassVar[str] = "App. C.1-C.2: two-layer models on generalized D-retrieval for the recovery probes"
     target: ClassVar[str] = "d-retrieval"
-    align_directions: ClassVar[bool] = False  # also measure which direction each head retrieves
+    # also measure which direction each head retrieves: both ends for the first layer (argmax and argmin
+    # alignment, and the rule in the query that tells them apart), the argmax for the last layer's CLS
+    align_directions: ClassVar[bool] = False
     D: PositiveInt = 6
     T: PositiveInt = 32
     head_dim: PositiveInt = 8

@@ -61,6 +61,7 @@ def save_figure(fig, name: str, rows: Iterable[Mapping], caption_text: str, outd
     rows = list(rows)
     if not rows:
         raise ValueError(f"rows: figure {name!r} needs the data it plots (at least one row)")
+    _csv_path(name, outdir, "figure")  # refused before anything is written if a table has the name
     outdir = Path(outdir) if outdir is not None else FIGURE_DIR
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -73,7 +74,7 @@ def save_figure(fig, name: str, rows: Iterable[Mapping], caption_text: str, outd
             meta["Date"] = None
         fig.savefig(path, bbox_inches="tight", dpi=150, metadata=meta)
         paths[fmt] = str(path)
-    paths["csv"] = str(_write_csv(rows, name, outdir))
+    paths["csv"] = str(_write_csv(rows, name, outdir, kind="figure"))
     with open(outdir / f"{name}.json", "w") as fh:
         json.dump(
             {"name": name, "caption": caption_text, "files": sorted(Path(p).name for p in paths.values())}, fh, indent=1
@@ -136,17 +137,31 @@ def _cell(value, digits: int):
     return value
 
 
-def _write_csv(rows: list[dict], name: str, outdir: Path | str | None = None) -> Path:
-    """Every field of ``rows`` at full precision as ``name``.csv (a stable slug) in ``outdir``."""
+_CSV_KINDS: dict = {}  # path of each CSV written in this process -> "table" or "figure"
+
+
+def _csv_path(name: str, outdir: Path | str | None, kind: str) -> Path:
+    """Where ``name``.csv (a stable slug) of a ``kind`` ("table" or "figure") goes. A table and a figure
+    may not share a name: the second would overwrite the first's data (the same kind again, as a
+    re-executed cell writes it, is fine)."""
     if not all(c.isalnum() or c in "-_" for c in name):
         raise ValueError(f"name must be a slug of letters, digits, '-' and '_', got {name!r}")
     outdir = Path(outdir) if outdir is not None else FIGURE_DIR
-    outdir.mkdir(parents=True, exist_ok=True)
-    with open(outdir / f"{name}.csv", "w", newline="") as fh:
+    path = (outdir / f"{name}.csv").resolve()
+    if _CSV_KINDS.setdefault(path, kind) != kind:
+        raise ValueError(f"name {name!r} is already a {_CSV_KINDS[path]}'s in {outdir}; give this {kind} another name")
+    return path
+
+
+def _write_csv(rows: list[dict], name: str, outdir: Path | str | None = None, kind: str = "table") -> Path:
+    """Every field of ``rows`` at full precision as ``name``.csv in ``outdir`` (:func:`_csv_path`)."""
+    path = _csv_path(name, outdir, kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
-    return outdir / f"{name}.csv"
+    return path
 
 
 def table(

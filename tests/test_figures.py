@@ -34,6 +34,22 @@ def test_save_figure_bad_input(tmp_path):
     plt.close(fig)
 
 
+def test_a_table_and_a_figure_may_not_share_a_csv(tmp_path):
+    from infoflow.figures import table
+
+    fig = plt.figure()
+    save_figure(fig, "shared", [{"seed": 0, "nmse": 0.1}], "c", outdir=tmp_path)
+    save_figure(fig, "shared", [{"seed": 1, "nmse": 0.2}], "c", outdir=tmp_path)  # a cell run again: fine
+    with pytest.raises(ValueError, match="'shared' is already a figure's"):
+        table([{"mean": 0.15}], name="shared", outdir=tmp_path)
+    assert list(csv.DictReader(open(tmp_path / "shared.csv"))) == [{"seed": "1", "nmse": "0.2"}]  # not overwritten
+    table([{"mean": 0.15}], name="shared-means", outdir=tmp_path)
+    with pytest.raises(ValueError, match="'shared-means' is already a table's"):
+        save_figure(fig, "shared-means", [{"seed": 0}], "c", outdir=tmp_path)
+    assert not (tmp_path / "shared-means.png").exists()  # refused before anything was written
+    plt.close(fig)
+
+
 def test_plot_information_flow_draws_every_set():
     tr = InfoFlowModel([[MaxPosition(self_score())]]).run(np.zeros((3, 1)) + np.arange(3)[:, None])
     ax = plot_information_flow(tr)
