@@ -747,10 +747,13 @@ class ProbesPaperShapes(Probes):
     }
 
 
-def _probes_paper_shapes_for(steps: int, eval_every: int) -> dict:
+def _probes_paper_shapes_for(steps: int, eval_every: int, configs=None) -> dict:
     """Profiles of ``probes-paper-shapes`` trained longer on the CPU: the same runs (batch 128, 2048
-    validation samples) with ``steps`` and ``eval_every`` changed; paper and quick unchanged."""
+    validation samples) with ``steps`` and ``eval_every`` changed (and, given ``configs``, only those
+    head configurations); paper and quick unchanged."""
     cpu = {"train": {"steps": steps, "batch": 128, "n_val": 2048, "eval_every": eval_every}}
+    if configs is not None:
+        cpu["configs"] = configs
     return {"paper": {}, "cpu": cpu, "quick": ProbesPaperShapes.profiles["quick"]}
 
 
@@ -798,13 +801,7 @@ class ProbesPaperShapes216k(ProbesPaperShapes):
 
     name: ClassVar[str] = "probes-paper-shapes-216k"
     description: ClassVar[str] = "App. C.1-C.2 at the paper's shapes, 216k steps, (6,6) and (5,6): does a gap open?"
-    profiles: ClassVar[dict] = {
-        **_probes_paper_shapes_for(steps=216000, eval_every=3600),
-        "cpu": {
-            "configs": [(6, 6), (5, 6)],
-            "train": {"steps": 216000, "batch": 128, "n_val": 2048, "eval_every": 3600},
-        },
-    }
+    profiles: ClassVar[dict] = _probes_paper_shapes_for(steps=216000, eval_every=3600, configs=[(6, 6), (5, 6)])
 
 
 class SpecificPosition(Experiment):
