@@ -704,7 +704,7 @@ class Probes(Experiment):
     train: TrainSpec = TrainSpec(steps=10000, batch=256, n_val=4096, eval_every=250)
 
     def measure(self, model, target, T, phase):
-        from .probes import direction_alignment, end_rule_accuracy, recovery_errors
+        from .probes import direction_measurements, recovery_errors
 
         X = _probe_inputs(model, target, T, 2048)
         argmax, second = recovery_errors(model, X, rank=1), recovery_errors(model, X, rank=2)
@@ -714,10 +714,8 @@ class Probes(Experiment):
         ]
         if self.align_directions:
             a = target.constant("a", X)
-            first, last = direction_alignment(model, a, X)
-            first_min, _ = direction_alignment(model, a, X, end="min")
-            rule = end_rule_accuracy(model, a, X)
-            for m, f, l, fm, r in zip(out, first, last, first_min, rule):
+            d = direction_measurements(model, a, X)
+            for m, f, l, fm, r in zip(out, d["first"], d["last"], d["first_min"], d["rule"]):
                 m[f"directions_first_{phase}"], m[f"directions_last_{phase}"] = f.tolist(), l.tolist()
                 m[f"directions_first_min_{phase}"], m[f"end_rule_first_{phase}"] = fm.tolist(), r.tolist()
         return out

@@ -24,6 +24,7 @@ __all__ = [
     "head_alignment",
     "direction_alignment",
     "end_rule_accuracy",
+    "direction_measurements",
     "directions_covered",
     "end_rows",
     "end_summary",
@@ -73,6 +74,11 @@ def direction_alignment(model, a: torch.Tensor, X: torch.Tensor, end: str = "max
     query-independent part, looks up the argmax for queries on one side of a hyperplane and the argmin
     for the rest (:func:`end_rule_accuracy`): its argmax alignment stays near 0.5, its two ends sum to 1."""
     _, records = model(X, record=True)
+    return _alignment(records, a, X, end)
+
+
+def _alignment(records: list, a: torch.Tensor, X: torch.Tensor, end: str) -> tuple:
+    """:func:`direction_alignment` from a forward pass's records."""
     best = _ends(X, a, end)  # (M, B, D)
 
     def hits(att):  # att (M, B, h, Q, S): fraction of queries whose argmax key is the token best_i
@@ -91,6 +97,23 @@ def end_rule_accuracy(model, a: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     two apart. 1.0: the end is set by the side of a hyperplane the query lies on, as for a score
     (uᵀx_t)(a_iᵀx_s); NaN for a head that looks up no end. X (M, B, T, d), a (D, d) → (M, h1)."""
     _, records = model(X, record=True)
+    return _end_rule(records, a, X)
+
+
+@torch.no_grad()
+def direction_measurements(model, a: torch.Tensor, X: torch.Tensor) -> dict:
+    """The direction probes from one forward pass: first-layer alignment to each direction's argmax
+    (``first``) and argmin (``first_min``) token, the last layer's CLS alignment to the argmax
+    (``last``), and the first layer's end rule (``rule``); as :func:`direction_alignment` and
+    :func:`end_rule_accuracy` give them."""
+    _, records = model(X, record=True)
+    first, last = _alignment(records, a, X, "max")
+    first_min, _ = _alignment(records, a, X, "min")
+    return {"first": first, "first_min": first_min, "last": last, "rule": _end_rule(records, a, X)}
+
+
+def _end_rule(records: list, a: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """:func:`end_rule_accuracy` from a forward pass's records."""
     looked = _looked_up(records[0]["attention"][:, :, :, 1:, :])  # (M, B, h, T)
     top, bottom = (_ends(X, a, end)[:, :, None, :, None] == looked[:, :, :, None, :] for end in ("max", "min"))
     best = (top | bottom).double().mean(dim=(1, 4)).argmax(-1)  # (M, h): the head's direction

@@ -470,7 +470,7 @@ def test_direction_alignment_finds_which_direction_each_head_retrieves():
 
 
 def test_a_bilinear_head_looks_up_both_ends_of_its_direction_by_the_side_of_a_hyperplane():
-    from infoflow.probes import direction_alignment, end_rule_accuracy
+    from infoflow.probes import direction_alignment, direction_measurements, end_rule_accuracy
 
     torch.manual_seed(2)
     X = torch.randn(1, 256, 8, 3)
@@ -502,6 +502,17 @@ def test_a_bilinear_head_looks_up_both_ends_of_its_direction_by_the_side_of_a_hy
     assert rule.shape == (1, 3) and rule[0, 0] > 0.97 and rule[0, 1] == 1.0 and rule[0, 2] < 0.7
     with pytest.raises(ValueError, match="end must be 'max' or 'min'"):
         direction_alignment(OneLayer(), a, X, end="middle")
+
+    class Counted(OneLayer):
+        calls = 0
+
+        def __call__(self, X, record=False):
+            Counted.calls += 1
+            return super().__call__(X, record)
+
+    together = direction_measurements(Counted(), a, X)  # the same numbers from one forward pass
+    assert Counted.calls == 1 and together["first"].equal(high) and together["first_min"].equal(low)
+    assert together["rule"].equal(rule) and together["last"].equal(direction_alignment(OneLayer(), a, X)[1])
 
 
 def test_directions_covered_reads_an_alignment_matrix():
