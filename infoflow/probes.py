@@ -30,6 +30,7 @@ __all__ = [
     "end_summary",
     "head_rows",
     "head_classes",
+    "alignment_shares",
 ]
 
 
@@ -315,6 +316,20 @@ def head_rows(records) -> list:
                 }
             )
     return rows
+
+
+def alignment_shares(rows: list, near: float = 0.1, high: float = 0.6) -> dict:
+    """Where heads' argmax alignments (rows of :func:`head_rows`) lie against one half, the level a
+    head that looks up both ends of its direction sits at (:func:`direction_alignment`): the share
+    within ``near`` of one half, the share at one half or more, and the share at ``high`` or more."""
+    if not rows:
+        raise ValueError("alignment_shares needs at least one head row")
+    aligned = np.array([r["alignment"] for r in rows])
+    return {
+        "near_half": float(np.mean(np.abs(aligned - 0.5) < near)),
+        "at_least_half": float(np.mean(aligned >= 0.5)),
+        "high": float(np.mean(aligned >= high)),
+    }
 
 
 def head_classes(rows: list, low: float = 0.4, high: float = 0.9, level: float = 0.5) -> dict:

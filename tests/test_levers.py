@@ -591,6 +591,16 @@ def test_head_rows_put_each_heads_c1_ratio_beside_its_alignment_and_head_classes
         head_classes([])
 
 
+def test_alignment_shares_place_heads_against_one_half():
+    from infoflow.probes import alignment_shares
+
+    rows = [{"alignment": v} for v in (0.1, 0.45, 0.5, 0.58, 0.65, 0.95)]
+    assert alignment_shares(rows) == pytest.approx({"near_half": 3 / 6, "at_least_half": 4 / 6, "high": 2 / 6})
+    assert alignment_shares(rows, near=0.2, high=0.9)["near_half"] == pytest.approx(4 / 6)
+    with pytest.raises(ValueError, match="at least one head"):
+        alignment_shares([])
+
+
 def test_best_seed_rows_keep_the_best_seed_of_each_configuration():
     from infoflow.results import best_seed_rows
 
