@@ -34,6 +34,7 @@ __all__ = [
     "content_sha256",
     "seal",
     "provenance",
+    "cpu_model",
     "atomic_write",
     "ResultsStore",
     "RecordProblem",
@@ -165,18 +166,31 @@ def code_sha256(package_dir: Path = Path(__file__).resolve().parent) -> str:
 _CODE_SHA256 = code_sha256()
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The host CPU's model name (from ``cpuinfo`` where there is one, else the platform's word)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def provenance(device: str = "cpu", **extra) -> dict:
     """Package version, git commit at import (and whether the tracked files differed from it), the
-    hash of the package source imported (:func:`code_sha256`), torch version, device name, torch's CPU
-    threads (on a CPU, another thread count sums in another order, so the same run drifts apart), Python
-    version, date."""
+    hash of the package source imported (:func:`code_sha256`), torch version, device name, and what
+    decides a CPU run's floating-point sums: torch's threads, the host CPU's model and the instruction
+    set torch dispatches to (``cpu_capability``); the same run on another thread count or another CPU
+    sums in another order and drifts apart. Python version, date."""
     try:
         import torch
 
         torch_version, threads = torch.__version__, torch.get_num_threads()
+        capability = torch.backends.cpu.get_cpu_capability()
         device_name = torch.cuda.get_device_name(0) if str(device).startswith("cuda") else platform.processor() or "cpu"
     except ImportError:  # pragma: no cover - the engine alone has no torch
-        torch_version, threads, device_name = None, None, "cpu"
+        torch_version, threads, capability, device_name = None, None, None, "cpu"
     return {
         "package": "infoflow",
         "version": __version__,
@@ -187,6 +201,8 @@ def provenance(device: str = "cpu", **extra) -> dict:
         "device": str(device),
         "device_name": device_name,
         "threads": threads,
+        "cpu": cpu_model(),
+        "cpu_capability": capability,
         "python": platform.python_version(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,

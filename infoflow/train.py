@@ -329,10 +329,10 @@ class Checkpoint:
 
 
 def _segment(start: int, end: int, device, cuda_graph: bool) -> dict:
-    """Steps start..end trained by this process, and with which code, torch and device (plain strings),
-    and whether as a CUDA graph."""
+    """Steps start..end trained by this process, and with which code, torch, device, threads and CPU
+    (plain strings), and whether as a CUDA graph."""
     prov = provenance(str(device))
-    keys = ("code_sha256", "git_commit", "version", "torch", "device_name", "date")
+    keys = ("code_sha256", "git_commit", "version", "torch", "device_name", "threads", "cpu", "cpu_capability", "date")
     return {
         "from_step": start,
         "to_step": end,

@@ -16,7 +16,7 @@ from infoflow import __version__
 from infoflow.experiments import EXPERIMENTS
 from infoflow.model import EnsembleTransformer, ModelConfig
 from infoflow.runner import Execution, group_runs, run_experiment
-from infoflow.store import ResultsStore, config_hash, provenance, seal
+from infoflow.store import ResultsStore, config_hash, cpu_model, provenance, seal
 from infoflow.targets import IntrinsicDimension
 from infoflow.train import TrainConfig, train_ensemble
 
@@ -69,6 +69,14 @@ def test_write_read_and_problems(tmp_path):
         store.write({"config": {}})
 
 
+def test_cpu_model_reads_the_model_name_or_falls_back(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Some CPU 9000 @ 3.0GHz\nflags\t: fpu\n")
+    assert cpu_model(info) == "Some CPU 9000 @ 3.0GHz"
+    fallback = cpu_model(tmp_path / "missing")
+    assert fallback and fallback != "Some CPU 9000 @ 3.0GHz"
+
+
 def test_nan_is_never_written(tmp_path):
     r = record({"x": 1})
     r["metrics"]["best_val_nmse"] = float("nan")
@@ -81,6 +89,8 @@ def test_runner_skips_finished_and_reruns_corrupt(tmp_path):
     assert s1["trained"] == 2 and len(s1["records"]) == 2
     assert all(r["provenance"]["version"] == __version__ and r["provenance"]["torch"] for r in s1["records"])
     assert all(r["provenance"]["threads"] == torch.get_num_threads() for r in s1["records"])
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert all(r["provenance"]["cpu_capability"] == capability and r["provenance"]["cpu"] for r in s1["records"])
     s2 = run_experiment("specific-position", "quick", tiny(), out=tmp_path, progress=False, log=lambda m: None)
     assert s2["trained"] == 0 and s2["skipped"] == 2
     victim = sorted(tmp_path.glob("*.json"))[0]
@@ -419,6 +429,8 @@ def test_a_sweep_killed_inside_an_ensemble_resumes_from_its_checkpoint(tmp_path,
     assert sorted(map(bool, parts)) == [False, True]
     part = next(p for p in parts if p)
     assert [(s["from_step"], s["to_step"]) for s in part] == [(0, 10)] and part[0]["code_sha256"]
+    # a segment says what decided its sums, so a run resumed elsewhere shows where it changed machine
+    assert part[0]["threads"] == str(torch.get_num_threads()) and part[0]["cpu"] == cpu_model()
 
 
 def test_a_checkpoint_of_another_grouping_is_reported_not_used(tmp_path):
