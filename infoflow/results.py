@@ -16,6 +16,7 @@ from .store import ResultsStore
 
 __all__ = [
     "pair_comparison",
+    "pair_by_length",
     "load_records",
     "aggregate",
     "format_rows",
@@ -393,8 +394,40 @@ def pair_comparison(rows: Iterable[dict], seeds: Mapping[str, Sequence[float]], 
         "best_long": a["best_long"] / b["best_long"],
         "best_short": a["best_short"] / b["best_short"],
         "mean": float(np.mean(sa) / np.mean(sb)),
-        "overlap": max(sa) > min(sb) and max(sb) > min(sa),
+        "overlap": _seeds_overlap(sa, sb),
     }
+
+
+def _seeds_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two configurations' per-seed errors overlap (neither range lies wholly below the other)."""
+    return max(a) > min(b) and max(b) > min(a)
+
+
+def pair_by_length(records_by_length: Mapping[int, Iterable[dict]], first: str, second: str) -> list[dict]:
+    """``first`` against ``second`` (e.g. h1 < D against h1 = D, the second layer fixed) at every length
+    ({steps: records}) where both were trained, shortest first: each one's best seed's error
+    (``best_first``, ``best_second``), the ratios first / second of the best seeds (``best_ratio``) and
+    of the seeds' means (``mean_ratio``), whether the seeds overlap, and the per-seed errors. A ratio
+    that moves away from 1 with the seeds apart is a gap opening; with the seeds overlapping, a lead."""
+    rows = []
+    for steps, records in sorted(records_by_length.items()):
+        seeds = seed_values(records, key=lambda r: r["config"]["label"])
+        if first not in seeds or second not in seeds:
+            continue
+        a, b = seeds[first], seeds[second]
+        rows.append(
+            {
+                "steps": steps,
+                "best_first": min(a),
+                "best_second": min(b),
+                "best_ratio": min(a) / min(b),
+                "mean_ratio": float(np.mean(a) / np.mean(b)),
+                "overlap": _seeds_overlap(a, b),
+                "seeds_first": a,
+                "seeds_second": b,
+            }
+        )
+    return rows
 
 
 def rows_by_length(records_by_length: Mapping[int, Iterable[dict]]) -> list[dict]:

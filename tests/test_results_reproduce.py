@@ -265,6 +265,25 @@ def test_pair_comparison_gives_best_seed_and_mean_ratios_and_seed_overlap():
     assert apart["overlap"] is False and apart["mean"] == pytest.approx(8 / 3)
 
 
+def test_pair_by_length_compares_two_configurations_at_each_length_both_were_trained():
+    from infoflow.results import pair_by_length
+
+    def rec(label, seed, value, status="done"):
+        return {"config": {"label": label, "seed": seed}, "status": status, "metrics": {"best_val_nmse": value}}
+
+    runs = {
+        72000: [rec("(5,6)", 0, 4.0), rec("(5,6)", 1, 8.0), rec("(6,6)", 0, 2.0), rec("(6,6)", 1, 3.0)],
+        3000: [rec("(5,6)", 0, 1.0), rec("(5,6)", 1, 3.0), rec("(6,6)", 0, 2.0), rec("(6,6)", 1, None, "failed")],
+        8000: [rec("(6,6)", 0, 1.0)],  # (5,6) not trained this long: no row
+    }
+    rows = pair_by_length(runs, "(5,6)", "(6,6)")
+    assert [r["steps"] for r in rows] == [3000, 72000]  # shortest first
+    short, long = rows
+    assert (short["best_ratio"], short["mean_ratio"], short["overlap"]) == (0.5, 1.0, True)  # failed seed left out
+    assert (long["best_ratio"], long["mean_ratio"], long["overlap"]) == (2.0, 2.4, False)  # (5,6) wholly above
+    assert long["seeds_first"] == [4.0, 8.0] and long["best_second"] == 2.0
+
+
 def test_best_seed_curves_keep_the_best_seed_and_its_running_minimum():
     from infoflow.results import best_seed_curves
 
