@@ -407,8 +407,9 @@ def pair_by_length(records_by_length: Mapping[int, Iterable[dict]], first: str, 
     """``first`` against ``second`` (e.g. h1 < D against h1 = D, the second layer fixed) at every length
     ({steps: records}) where both were trained, shortest first: each one's best seed's error
     (``best_first``, ``best_second``), the ratios first / second of the best seeds (``best_ratio``) and
-    of the seeds' means (``mean_ratio``), whether the seeds overlap, and the per-seed errors. A ratio
-    that moves away from 1 with the seeds apart is a gap opening; with the seeds overlapping, a lead."""
+    of the seeds' means (``mean_ratio``), whether the seeds overlap, which one is ahead by a gap
+    (``gap``: "first", "second" or None, :func:`_gap`), and the per-seed errors. A ratio that moves
+    away from 1 with the seeds apart is a gap opening; with the seeds overlapping, a lead."""
     rows = []
     for steps, records in sorted(records_by_length.items()):
         seeds = seed_values(records, key=lambda r: r["config"]["label"])
@@ -423,11 +424,23 @@ def pair_by_length(records_by_length: Mapping[int, Iterable[dict]], first: str, 
                 "best_ratio": min(a) / min(b),
                 "mean_ratio": float(np.mean(a) / np.mean(b)),
                 "overlap": _seeds_overlap(a, b),
+                "gap": _gap(a, b),
                 "seeds_first": a,
                 "seeds_second": b,
             }
         )
     return rows
+
+
+def _gap(first: Sequence[float], second: Sequence[float]) -> Optional[str]:
+    """Our rule for a gap between two configurations (DEFAULT): "first" when every seed of ``first``
+    ends below every seed of ``second``, "second" the other way round, None when the seeds overlap
+    (a lead of the best seeds within overlapping seeds is no verdict)."""
+    if max(first) < min(second):
+        return "first"
+    if max(second) < min(first):
+        return "second"
+    return None
 
 
 def rows_by_length(records_by_length: Mapping[int, Iterable[dict]]) -> list[dict]:

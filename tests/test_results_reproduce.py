@@ -280,7 +280,11 @@ def test_pair_by_length_compares_two_configurations_at_each_length_both_were_tra
     assert [r["steps"] for r in rows] == [3000, 72000]  # shortest first
     short, long = rows
     assert (short["best_ratio"], short["mean_ratio"], short["overlap"]) == (0.5, 1.0, True)  # failed seed left out
+    assert short["gap"] is None  # the best seed leads, the seeds overlap: no verdict
     assert (long["best_ratio"], long["mean_ratio"], long["overlap"]) == (2.0, 2.4, False)  # (5,6) wholly above
+    assert long["gap"] == "second"
+    flipped = pair_by_length({72000: runs[72000]}, "(6,6)", "(5,6)")
+    assert flipped[0]["gap"] == "first" and flipped[0]["best_ratio"] == 0.5
     assert long["seeds_first"] == [4.0, 8.0] and long["best_second"] == 2.0
 
 
