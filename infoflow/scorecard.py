@@ -175,11 +175,21 @@ def _probe_summary(root):
         )
         if best_profile(e, root) in ("cpu", "paper")
     ]
-    found = _evidence(shapes[0] if shapes else "probes", root)
+    experiment = shapes[0] if shapes else "probes"
+    found = _evidence(experiment, root)
     if found is None:
-        return None, None
+        return None, None, {}
     records, evidence = found
-    return probe_summary(probe_rows(records), D=6), evidence
+    return probe_summary(probe_rows(records), D=6), evidence, _PROBE_PLACES.get(experiment, {})
+
+
+# where the book shows each experiment the C.1/C.2 rows may read (the small probes: the rows' defaults)
+_PROBE_PLACES = {
+    "probes-paper-shapes-72k": dict(chapter="kth-largest-paper-shapes", anchor="app-c1-72k"),
+    "probes-paper-shapes-24k": dict(chapter="kth-largest-paper-shapes", anchor="app-c1-24k"),
+    "probes-paper-shapes-long": dict(chapter="kth-largest-paper-shapes", anchor="app-c1-paper-shapes"),
+    "probes-paper-shapes": dict(chapter="kth-largest-paper-shapes", anchor="app-c1-paper-shapes"),
+}
 
 
 def _span(values) -> str:
@@ -202,9 +212,10 @@ def app_c1(root=None) -> Row:
         chapter="kth-largest",
         anchor="app-c1-c2",
     )
-    summary, evidence = _probe_summary(root)
+    summary, evidence, place = _probe_summary(root)
     if summary is None:
         return _not_run("probes", **fields)
+    fields.update(place)
     from .probes import first_layer_heads
 
     arg = summary["argmax"]
@@ -225,9 +236,10 @@ def app_c2(root=None) -> Row:
         chapter="kth-largest",
         anchor="app-c1-c2",
     )
-    summary, evidence = _probe_summary(root)
+    summary, evidence, place = _probe_summary(root)
     if summary is None:
         return _not_run("probes", **fields)
+    fields.update(place)
     sec = summary["second"]
     # the claim is "does not improve": a ratio above 1.1 (recovery got worse) keeps that direction and
     # misses only the size, "uniformly close to 1"

@@ -2,6 +2,7 @@
 records are "not run", the CLI prints the same rows; the book's table helper."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -145,3 +146,16 @@ def test_the_order_control_decides_the_explanation_once_it_has_run(tmp_path):
     flat = {"single-center": 0.3, "pair-center": 0.3, "triangle-center": 0.3}
     write_records(tmp_path, "comparison-order", "quick", lambda c: flat[c["target"]])
     assert claim("sec62_order", tmp_path).verdict == "not reproduced"
+
+
+def test_every_row_links_to_a_section_its_chapter_has():
+    """The committed records' rows (and the rows with no records) point at a page of the book and a
+    label that page defines, so a reader who clicks a claim lands on its section."""
+    chapters = Path(__file__).resolve().parent.parent / "book" / "chapters"
+    for rows in (scorecard(), scorecard(Path("/nonexistent"))):
+        for r in rows:
+            page = chapters / f"{r.chapter}.md"
+            assert page.exists(), f"{r.key}: no chapter {r.chapter!r}"
+            assert f"({r.anchor})=" in page.read_text(), f"{r.key}: {r.chapter} has no label {r.anchor!r}"
+    c1 = claim("app_c1")
+    assert c1.chapter == "kth-largest-paper-shapes" and "paper-shapes" in c1.evidence  # read at the paper's shapes
