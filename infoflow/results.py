@@ -394,13 +394,8 @@ def pair_comparison(rows: Iterable[dict], seeds: Mapping[str, Sequence[float]], 
         "best_long": a["best_long"] / b["best_long"],
         "best_short": a["best_short"] / b["best_short"],
         "mean": float(np.mean(sa) / np.mean(sb)),
-        "overlap": _seeds_overlap(sa, sb),
+        "overlap": _gap(sa, sb) is None,
     }
-
-
-def _seeds_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether two configurations' per-seed errors overlap (neither range lies wholly below the other)."""
-    return max(a) > min(b) and max(b) > min(a)
 
 
 def pair_by_length(records_by_length: Mapping[int, Iterable[dict]], first: str, second: str) -> list[dict]:
@@ -416,6 +411,7 @@ def pair_by_length(records_by_length: Mapping[int, Iterable[dict]], first: str, 
         if first not in seeds or second not in seeds:
             continue
         a, b = seeds[first], seeds[second]
+        gap = _gap(a, b)
         rows.append(
             {
                 "steps": steps,
@@ -423,8 +419,8 @@ def pair_by_length(records_by_length: Mapping[int, Iterable[dict]], first: str, 
                 "best_second": min(b),
                 "best_ratio": min(a) / min(b),
                 "mean_ratio": float(np.mean(a) / np.mean(b)),
-                "overlap": _seeds_overlap(a, b),
-                "gap": _gap(a, b),
+                "overlap": gap is None,
+                "gap": gap,
                 "seeds_first": a,
                 "seeds_second": b,
             }
@@ -434,8 +430,8 @@ def pair_by_length(records_by_length: Mapping[int, Iterable[dict]], first: str, 
 
 def _gap(first: Sequence[float], second: Sequence[float]) -> Optional[str]:
     """Our rule for a gap between two configurations (DEFAULT): "first" when every seed of ``first``
-    ends below every seed of ``second``, "second" the other way round, None when the seeds overlap
-    (a lead of the best seeds within overlapping seeds is no verdict)."""
+    ends below every seed of ``second``, "second" the other way round, None when the seeds' ranges
+    overlap (a lead of the best seeds within overlapping seeds is no verdict)."""
     if max(first) < min(second):
         return "first"
     if max(second) < min(first):
