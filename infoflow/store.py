@@ -177,6 +177,9 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+_CPU_MODEL = cpu_model()  # read once: provenance() is called for every record and checkpoint
+
+
 def provenance(device: str = "cpu", **extra) -> dict:
     """Package version, git commit at import (and whether the tracked files differed from it), the
     hash of the package source imported (:func:`code_sha256`), torch version, device name, and what
@@ -201,7 +204,7 @@ def provenance(device: str = "cpu", **extra) -> dict:
         "device": str(device),
         "device_name": device_name,
         "threads": threads,
-        "cpu": cpu_model(),
+        "cpu": _CPU_MODEL,
         "cpu_capability": capability,
         "python": platform.python_version(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
