@@ -122,22 +122,12 @@ def test_the_triangle_study_varies_one_thing_per_lever_from_the_paper_recipe():
         out.update({k: v for k, v in run["model"].items() if paper["model"][k] != v})
         return {**out, **run["target_params"]}
 
-    assert {name: changed(r) for name, r in runs.items()} == {
-        "paper recipe": {},
-        "fresh samples": {"n_train": None},
-        "ffn 32": {"ffn": 32},
-        "ffn 512": {"ffn": 512},
-        "lr 3e-3": {"lr": 3e-3},
-        "lr 1e-2": {"lr": 1e-2},
-        "batch 64": {"batch": 64},
-        "batch 1024": {"batch": 1024},
-        "weight decay 0": {"weight_decay": 0.0},
-        "no clamp": {"clamp": [0.0, 1000.0]},
-        "LayerNorm": {"layernorm": True},
-        "positional encoding": {"pe": "additive"},
-        "lr 3e-3, ffn 512": {"lr": 3e-3, "ffn": 512},
-        "lr 3e-3, 4x steps": {"lr": 3e-3, "steps": 4 * paper["train"]["steps"]},
-    }
+    def expected(lever):  # each lever's own settings, "steps_x" read as a multiple of the paper's steps
+        out = {k: v for k, v in lever.items() if k != "steps_x"}
+        return {**out, "steps": lever["steps_x"] * paper["train"]["steps"]} if "steps_x" in lever else out
+
+    assert {name: changed(r) for name, r in runs.items()} == {name: expected(lv) for name, lv in exp.levers.items()}
+    assert changed(runs["lr 3e-3, 4x steps"]) == {"lr": 3e-3, "steps": 4 * paper["train"]["steps"]}
     with pytest.raises(ConfigError, match="lever 'c': unknown keys \\['curriculum'\\]"):
         make_experiment("triangle-center-levers", "cpu", {"levers": {"c": {"curriculum": [[0.5, 0.5]]}}})
 
