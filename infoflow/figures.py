@@ -220,6 +220,11 @@ def span(values, fmt: str = ".3g", sep: str = " to ") -> str:
     return low if low == high else f"{low}{sep}{high}"
 
 
+def per_config(rows: Mapping[str, Mapping], key: str, fmt: str = "") -> str:
+    """One field of each configuration's row, for prose: '(6,6) 0.52; (5,6) 0.61' (rows in their order)."""
+    return "; ".join(f"{config} {format(row[key], fmt)}" for config, row in rows.items())
+
+
 def numbers(values, fmt: str = ".2g") -> str:
     """Numbers listed for prose: '1.1, 2.4 and 1.1'."""
     texts = [format(v, fmt) for v in values]

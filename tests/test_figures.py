@@ -63,3 +63,11 @@ def test_span_and_numbers_write_numbers_for_prose():
     assert span([0.843, 0.856, 0.85]) == "0.843 to 0.856" and span([0.9851, 0.9849], ".3g") == "0.985"
     assert span([1.0, 2.0], ".2g", "-") == "1-2"
     assert numbers([1.13, 2.4]) == "1.1 and 2.4" and numbers([1, 2, 3], "d") == "1, 2 and 3" and numbers([7]) == "7"
+
+
+def test_per_config_lists_one_field_per_configuration_in_order():
+    from infoflow.figures import per_config
+
+    rows = {"(6,6)": {"ratio": 0.5234, "heads": 6}, "(5,6)": {"ratio": 0.61, "heads": 5}}
+    assert per_config(rows, "ratio", ".2f") == "(6,6) 0.52; (5,6) 0.61"
+    assert per_config(rows, "heads") == "(6,6) 6; (5,6) 5"
