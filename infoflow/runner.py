@@ -263,7 +263,7 @@ def _train_group(exp, group, store, execution: Execution, progress, log) -> None
             "parameters": counts,
             "provenance": {**prov, "seed": run["seed"], "steps": res["steps"]},
         }
-        if res["resumed"]:  # steps trained by earlier processes; wall_time_s counts this one's only
+        if res["resumed"]:  # steps trained by earlier processes, each with its wall_time_s; ours counts this one's
             record["provenance"]["resumed_from"] = res["resumed"]
         if extra:
             record["measurements"] = finite_or_none(extra)

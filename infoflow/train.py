@@ -328,14 +328,15 @@ class Checkpoint:
         return state, None
 
 
-def _segment(start: int, end: int, device, cuda_graph: bool) -> dict:
-    """Steps start..end trained by this process, and with which code, torch, device, threads and CPU
-    (plain strings), and whether as a CUDA graph."""
+def _segment(start: int, end: int, device, cuda_graph: bool, wall_s: float) -> dict:
+    """Steps start..end trained by this process in ``wall_s`` seconds, with which code, torch, device,
+    threads and CPU (plain strings), and whether as a CUDA graph."""
     prov = provenance(str(device))
     keys = ("code_sha256", "git_commit", "version", "torch", "device_name", "threads", "cpu", "cpu_capability", "date")
     return {
         "from_step": start,
         "to_step": end,
+        "wall_time_s": round(wall_s, 3),
         **{k: None if prov[k] is None else str(prov[k]) for k in keys},
         "cuda_graph": cuda_graph,
     }
@@ -597,7 +598,7 @@ def train_ensemble(
     so_far = _Progress.restored(state, device) if state is not None else _Progress.fresh(M, device)
     total = cfg.steps + cfg.tail_steps
     train_nmse = torch.full((M,), float("nan"), device=device)
-    saved_at = time.monotonic()
+    began = saved_at = time.monotonic()
     train_step = _TrainStep(model, opt, cfg, base_lr, so_far.active, so_far.first_bad, cuda_graph)
     for step in tqdm(range(start, total), initial=start, total=total, disable=not progress, desc="train", leave=False):
         X, y = batches.next(step)
@@ -609,7 +610,7 @@ def train_ensemble(
             if done % cfg.eval_every == 0 or done == total:
                 so_far.evaluated(done, nmse(predict_in_chunks(model, Xv), yv), monitor(model) if monitor else None)
                 if checkpoint is not None and done < total and time.monotonic() - saved_at >= checkpoint.every_s:
-                    segments = resumed + [_segment(start, done, device, cuda_graph)]
+                    segments = resumed + [_segment(start, done, device, cuda_graph, time.monotonic() - began)]
                     _save(checkpoint, _training_state(model, opt, batches, done, so_far, segments), done, log)
                     saved_at = time.monotonic()
     return so_far.results(seeds, train_nmse, total, resumed, monitor is not None)

@@ -431,6 +431,8 @@ def test_a_sweep_killed_inside_an_ensemble_resumes_from_its_checkpoint(tmp_path,
     assert [(s["from_step"], s["to_step"]) for s in part] == [(0, 10)] and part[0]["code_sha256"]
     # a segment says what decided its sums, so a run resumed elsewhere shows where it changed machine
     assert part[0]["threads"] == str(torch.get_num_threads()) and part[0]["cpu"] == cpu_model()
+    # and how long it took, so a resumed run's training time is the sum of its segments' and its own
+    assert isinstance(part[0]["wall_time_s"], float) and 0 <= part[0]["wall_time_s"] < float("inf")
 
 
 def test_a_checkpoint_of_another_grouping_is_reported_not_used(tmp_path):
