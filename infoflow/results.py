@@ -31,6 +31,7 @@ __all__ = [
     "geomean_best_until",
     "length_rows",
     "flatness_rows",
+    "flat_configs",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -380,6 +381,11 @@ def flatness_rows(
         for row in rows:
             row["exponent_before"] = before[row["config"]]
     return rows
+
+
+def flat_configs(rows: Iterable[dict]) -> list[str]:
+    """The configurations of :func:`flatness_rows` flat by at least one of its two tests, sorted."""
+    return sorted(r["config"] for r in rows if r["flat_within"] or r["flat_across"])
 
 
 def pair_comparison(rows: Iterable[dict], seeds: Mapping[str, Sequence[float]], first: str, second: str) -> dict:

@@ -224,7 +224,7 @@ def test_length_rows_compare_the_same_configurations_at_two_lengths():
 
 
 def test_flatness_rows_apply_both_tests_and_compare_with_the_reference():
-    from infoflow.results import flatness_rows
+    from infoflow.results import flat_configs, flatness_rows
 
     def rec(label, value, steps, curve):
         return {
@@ -243,6 +243,7 @@ def test_flatness_rows_apply_both_tests_and_compare_with_the_reference():
     assert rows["(6,6)"]["best_ratio"] == pytest.approx(0.75)
     assert not rows["(5,6)"]["flat_within"] and rows["(5,6)"]["tail_gain"] == pytest.approx(0.5)
     assert not rows["(5,6)"]["flat_across"]  # 0.001 / 0.002 = 0.5 < 0.8
+    assert flat_configs(rows.values()) == ["(6,6)"]  # flat by at least one test
     assert rows["(5,6)"]["vs_ref_short"] == pytest.approx(0.5) and rows["(5,6)"]["vs_ref_long"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="reference: '\\(7,7\\)' is not among"):
         flatness_rows(short, long, reference="(7,7)")
